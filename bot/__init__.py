@@ -1,0 +1,1 @@
+"""imagine-bot: /imagine in Discord, rendered by Stable Diffusion XL."""

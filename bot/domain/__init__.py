@@ -1,0 +1,1 @@
+"""The domain: plain Python, no discord, torch or SQL. Everything here is testable with a fake clock."""

@@ -1,0 +1,181 @@
+"""The batching policy: which queued jobs run together next, fair between members.
+
+The policy decides and never touches the GPU: `schedule(now)` returns a `Batch` to run, a `Wait`, or
+None when nothing is queued. It is plain data and code, so it is tested with a fake clock.
+
+Fairness (round-robin between members). Each member has their own FIFO queue. Members are served in
+order of the turn at which they were last served (never-served members first, ties broken by the age of
+their oldest job), so a member with 20 jobs queued gets one turn, then every other waiting member gets
+one, before their second job runs. This is a deliberate departure from FIFO: with plain FIFO one member
+can hold the GPU for everyone.
+
+Batching. The first job of the member whose turn it is decides the batch key (size, steps, guidance,
+mode...). The batch is then filled with compatible jobs in the same round-robin order, one job per member
+per pass, until the image budget is spent. A job that does not fit waits in its queue; nothing is dropped.
+
+Waiting for batch-mates. When nothing else is queued the batch starts at once: a lone job never pays a
+delay. When other jobs are queued (a burst), a batch that is not full is held until its oldest job has
+waited `max_wait` seconds, so that compatible jobs arriving a few milliseconds apart share one call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from bot.domain.jobs import BatchKey
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    job_id: int
+    user_id: int
+    key: BatchKey
+    images: int
+    enqueued_at: float  # monotonic seconds
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_images: int = 8  # images per pipeline call: the work budget
+    max_wait: float = 0.02  # seconds a non-full batch may be held for batch-mates during a burst
+
+    def __post_init__(self) -> None:
+        if self.max_images < 1:
+            raise ValueError("max_images must be at least 1")
+        if self.max_wait < 0:
+            raise ValueError("max_wait cannot be negative")
+
+
+@dataclass(frozen=True)
+class Batch:
+    key: BatchKey
+    entries: tuple[QueueEntry, ...]
+
+    @property
+    def images(self) -> int:
+        return sum(entry.images for entry in self.entries)
+
+    @property
+    def job_ids(self) -> tuple[int, ...]:
+        return tuple(entry.job_id for entry in self.entries)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing should start before `until` (monotonic seconds), unless a new job arrives."""
+
+    until: float
+
+
+@dataclass
+class _Member:
+    queue: deque[QueueEntry] = field(default_factory=deque)
+    last_turn: int = 0
+
+
+class FairBatchPolicy:
+    def __init__(self, config: BatchingConfig) -> None:
+        self.config = config
+        self._members: dict[int, _Member] = {}
+        self._where: dict[int, int] = {}  # job id -> member id
+        self._turn = 0
+        self._key_caps: dict[BatchKey, int] = {}  # learned from out-of-memory errors
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._where
+
+    def add(self, entry: QueueEntry) -> None:
+        if entry.job_id in self._where:
+            raise ValueError(f"job {entry.job_id} is already queued")
+        self._members.setdefault(entry.user_id, _Member()).queue.append(entry)
+        self._where[entry.job_id] = entry.user_id
+
+    def put_back(self, entries: Iterable[QueueEntry]) -> None:
+        """Return jobs to the front of their members' queues (a batch that could not run)."""
+        for entry in reversed(list(entries)):
+            if entry.job_id in self._where:
+                continue
+            self._members.setdefault(entry.user_id, _Member()).queue.appendleft(entry)
+            self._where[entry.job_id] = entry.user_id
+
+    def remove(self, job_id: int) -> bool:
+        """Take a queued job out (cancelled); False when it is not queued here."""
+        user_id = self._where.pop(job_id, None)
+        if user_id is None:
+            return False
+        member = self._members[user_id]
+        member.queue = deque(entry for entry in member.queue if entry.job_id != job_id)
+        return True
+
+    def limit_key(self, key: BatchKey, images: int) -> None:
+        """Serve `key` in batches of at most `images` from now on (the GPU ran out of memory above it)."""
+        self._key_caps[key] = max(1, min(images, self._key_caps.get(key, images)))
+
+    def budget(self, key: BatchKey) -> int:
+        return min(self.config.max_images, self._key_caps.get(key, self.config.max_images))
+
+    def schedule(self, now: float) -> Batch | Wait | None:
+        batch = self._form(self._members)
+        if batch is None:
+            return None
+        others_waiting = len(self._where) > len(batch.entries)
+        deadline = min(entry.enqueued_at for entry in batch.entries) + self.config.max_wait
+        if batch.images < self.budget(batch.key) and others_waiting and now < deadline:
+            return Wait(until=deadline)
+        self._commit(batch)
+        return batch
+
+    def plan(self) -> list[Batch]:
+        """The batches that would run, in order, if no more jobs arrived: for queue positions and ETAs."""
+        members = {uid: _Member(deque(m.queue), m.last_turn) for uid, m in self._members.items()}
+        turn = self._turn
+        batches: list[Batch] = []
+        while (batch := self._form(members)) is not None:
+            turn += 1
+            for entry in batch.entries:
+                members[entry.user_id].queue.remove(entry)
+                members[entry.user_id].last_turn = turn
+            batches.append(batch)
+        return batches
+
+    def _order(self, members: dict[int, _Member]) -> list[int]:
+        waiting = [uid for uid, member in members.items() if member.queue]
+        return sorted(waiting, key=lambda uid: (members[uid].last_turn, members[uid].queue[0].enqueued_at))
+
+    def _form(self, members: dict[int, _Member]) -> Batch | None:
+        order = self._order(members)
+        if not order:
+            return None
+        head = members[order[0]].queue[0]
+        budget = self.budget(head.key)
+        compatible = {uid: [e for e in members[uid].queue if e.key == head.key] for uid in order}
+        chosen = [head]
+        spent = head.images
+        # One job per member per pass, in turn order, so every member's next job comes before anyone's second.
+        for pass_index in range(max(len(jobs) for jobs in compatible.values())):
+            for uid in order:
+                jobs = compatible[uid]
+                if pass_index >= len(jobs) or jobs[pass_index] is head:
+                    continue
+                if spent + jobs[pass_index].images <= budget:
+                    chosen.append(jobs[pass_index])
+                    spent += jobs[pass_index].images
+        return Batch(key=head.key, entries=tuple(chosen))
+
+    def _commit(self, batch: Batch) -> None:
+        self._turn += 1
+        for entry in batch.entries:
+            self.remove(entry.job_id)
+            self._members[entry.user_id].last_turn = self._turn
+        # Forget idle members who would sort first anyway: forgetting them changes no order and keeps
+        # memory bounded by the members who are active or were served recently.
+        waiting_turns = [m.last_turn for m in self._members.values() if m.queue]
+        oldest_waiting = min(waiting_turns, default=self._turn + 1)
+        idle = [uid for uid, m in self._members.items() if not m.queue and m.last_turn < oldest_waiting]
+        for user_id in idle:
+            del self._members[user_id]
