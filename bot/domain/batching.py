@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from bot.domain.jobs import BatchKey
 
+MEMORY_TURNS = 1000  # how long an idle member's last turn is remembered
+
 
 @dataclass(frozen=True)
 class QueueEntry:
@@ -172,10 +174,10 @@ class FairBatchPolicy:
         for entry in batch.entries:
             self.remove(entry.job_id)
             self._members[entry.user_id].last_turn = self._turn
-        # Forget idle members who would sort first anyway: forgetting them changes no order and keeps
-        # memory bounded by the members who are active or were served recently.
-        waiting_turns = [m.last_turn for m in self._members.values() if m.queue]
-        oldest_waiting = min(waiting_turns, default=self._turn + 1)
-        idle = [uid for uid, m in self._members.items() if not m.queue and m.last_turn < oldest_waiting]
+        # Forget members idle for MEMORY_TURNS turns, to bound memory. Back again, they count as never
+        # served, which changes little: everyone waiting was served more recently than they were.
+        idle = [
+            uid for uid, m in self._members.items() if not m.queue and m.last_turn < self._turn - MEMORY_TURNS
+        ]
         for user_id in idle:
             del self._members[user_id]

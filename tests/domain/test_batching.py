@@ -179,3 +179,14 @@ def test_returning_member_keeps_turn_while_others_wait() -> None:
     assert run(policy).entries == (b1,)
     assert run(policy).entries == (a2,)
     assert run(policy).entries == (b2,)
+
+
+def test_member_served_while_alone_still_yields_to_a_newcomer() -> None:
+    """Member 1's queue empties after a turn; when both then queue, the never-served member 2 goes first."""
+    policy = FairBatchPolicy(BatchingConfig(max_images=4, max_wait=0))
+    policy.add(entry(1, at=0))
+    run(policy)
+    a2, b1 = entry(1, at=1), entry(2, at=2)
+    policy.add(a2)
+    policy.add(b1)
+    assert run(policy).entries == (b1,)

@@ -23,7 +23,9 @@ def test_prompt_without_flags_is_kept_whole() -> None:
 
 def test_every_flag_is_parsed() -> None:
     """--ar, --seed, --no, --steps and --guidance each land in their field."""
-    parsed = parse_prompt("a lighthouse at dusk --ar 16:9 --seed 42 --no text, people --steps 30 --guidance 6.5")
+    parsed = parse_prompt(
+        "a lighthouse at dusk --ar 16:9 --seed 42 --no text, people --steps 30 --guidance 6.5"
+    )
     assert parsed.prompt == "a lighthouse at dusk"
     assert parsed.aspect == "16:9"
     assert parsed.seed == 42

@@ -1,0 +1,191 @@
+"""The `imagine-bot` command: run the bot, migrate, generate locally, check the setup, make a tiny model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bot.domain.errors import ImagineError
+from bot.domain.jobs import JobState
+from bot.domain.members import Requester
+from bot.logs import configure_logging
+from bot.scheduler.events import JobUpdate
+from bot.settings import Settings, SettingsError, load_settings
+
+console = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "make-tiny-model":
+        return _make_tiny_model(Path(args.path))
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        console.print(f"[red]{error}[/red]")
+        return 2
+    configure_logging(settings.log_level, json=settings.log_json)
+    handlers = {"migrate": _migrate, "generate": _generate, "doctor": _doctor}
+    try:
+        return asyncio.run(handlers[args.command](settings, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagine-bot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    generate = commands.add_parser("generate", help="make one 2×2 grid locally, without Discord")
+    generate.add_argument("prompt", help='the prompt, flags included: "a lighthouse --ar 3:2 --seed 7"')
+    generate.add_argument(
+        "--out", type=Path, default=Path("out"), help="folder for the images (default: out)"
+    )
+    generate.add_argument("--negative", help="what to keep out of the image")
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--steps", type=int)
+    generate.add_argument("--guidance", type=float)
+    commands.add_parser("doctor", help="report settings, database, device and whether the model loads")
+    tiny = commands.add_parser("make-tiny-model", help="write a tiny random-weight SDXL pipeline folder")
+    tiny.add_argument("path", help="folder to write; then run with MODEL=<folder>")
+    return parser
+
+
+def _make_tiny_model(path: Path) -> int:
+    from inference.tiny import make_tiny_model
+
+    make_tiny_model(path)
+    console.print(
+        f"Wrote a tiny random-weight SDXL pipeline to {path}. Try: MODEL={path} imagine-bot generate …"
+    )
+    return 0
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.store.database import migrate
+
+    await migrate(settings.database_url)
+    console.print(f"Database is up to date: {_safe_url(settings.database_url)}")
+    return 0
+
+
+async def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import ImagineApp
+    from bot.imaging import compose_grid
+
+    with console.status("Loading the model…"):
+        app = await ImagineApp.start(settings)
+    try:
+        try:
+            job = await app.service.imagine(
+                Requester.local(),
+                args.prompt,
+                negative=args.negative,
+                seed=args.seed,
+                steps=args.steps,
+                guidance=args.guidance,
+            )
+        except ImagineError as error:
+            console.print(f"[red]{error}[/red]")
+            return 2
+        params = job.spec.params
+        console.print(
+            f"Job #{job.id}: {params.width}×{params.height}, {params.steps} steps, "
+            f"guidance {params.guidance:g}, seed {params.seed}"
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            bar = progress.add_task("queued", total=params.steps)
+
+            def show(update: JobUpdate) -> None:
+                if update.job_id == job.id and update.total_steps:
+                    progress.update(
+                        bar, description="generating", completed=update.step, total=update.total_steps
+                    )
+
+            app.scheduler.add_listener(show)
+            finished = await app.scheduler.wait_finished(job.id)
+        if finished.state is not JobState.SUCCEEDED:
+            console.print(f"[red]Job #{job.id} {finished.state.value}: {finished.error}[/red]")
+            return 1
+        args.out.mkdir(parents=True, exist_ok=True)
+        stored = await app.store.job_images(job.id)
+        images = [await app.store.load_image(image.id) for image in stored]
+        for image, record in zip(images, stored, strict=True):
+            image.save(args.out / f"{job.id}-{record.index + 1}.png")
+        compose_grid(images).save(args.out / f"{job.id}-grid.png")
+        console.print(f"Wrote {args.out}/{job.id}-grid.png and {len(images)} images (seeds {params.seed}…).")
+        return 0
+    finally:
+        await app.close()
+
+
+async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.store.database import migrate
+
+    table = Table("check", "result", title="imagine-bot doctor")
+    healthy = True
+    token = settings.discord_token
+    table.add_row(
+        "DISCORD_TOKEN", "set" if token and token.get_secret_value() else "[yellow]not set[/yellow]"
+    )
+    table.add_row("DATABASE_URL", _safe_url(settings.database_url))
+    table.add_row("MODEL", settings.model)
+    try:
+        await migrate(settings.database_url)
+        table.add_row("database", "reachable, schema up to date")
+    except Exception as error:
+        healthy = False
+        table.add_row("database", f"[red]{error}[/red]")
+    try:
+        from inference.device import choose_device, choose_dtype
+
+        device = choose_device(settings.device)
+        table.add_row(
+            "device", f"{device}, {str(choose_dtype(settings.dtype, device)).removeprefix('torch.')}"
+        )
+    except Exception as error:
+        healthy = False
+        table.add_row("device", f"[red]{error}[/red]")
+    try:
+        from bot.app import make_backend
+
+        started = time.perf_counter()
+        backend = make_backend(settings)
+        await asyncio.to_thread(backend.load)
+        table.add_row(
+            "model", f"loads in {time.perf_counter() - started:.1f} s, {backend.native_resolution} px"
+        )
+    except Exception as error:
+        healthy = False
+        table.add_row("model", f"[red]does not load: {error}[/red]")
+    Console().print(table)
+    return 0 if healthy else 1
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

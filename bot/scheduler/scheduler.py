@@ -1,0 +1,336 @@
+"""The GPU scheduler: one asyncio task owns the queue; one worker thread owns the GPU.
+
+Every queue mutation happens on the event loop (submit, cancel, the loop itself), so the policy needs no
+locks. The backend runs in a single dedicated thread so the event loop never blocks on the GPU and the
+GPU never runs two batches at once. The store is the source of truth: a job is written as QUEUED before
+it reaches the scheduler, and on start the scheduler rebuilds its queue from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from PIL import Image
+
+from bot.domain.batching import Batch, BatchingConfig, FairBatchPolicy, QueueEntry, Wait
+from bot.domain.clock import Clock
+from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
+from bot.domain.estimates import DurationEstimator
+from bot.domain.jobs import NEEDS_SOURCE_IMAGE, Job, JobState
+from bot.scheduler.backend import GenerationBackend, ImageTask, RenderBatch
+from bot.scheduler.events import JobUpdate, QueueInfo
+from bot.store.repository import JobStore
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[JobUpdate], None]
+
+
+@dataclass
+class _Running:
+    batch: Batch
+    started: float
+    estimate: float
+    step: int = 0
+    total_steps: int = 0
+
+
+class GpuScheduler:
+    def __init__(
+        self,
+        store: JobStore,
+        backend: GenerationBackend,
+        config: BatchingConfig,
+        clock: Clock,
+        *,
+        max_attempts: int = 3,
+        estimator: DurationEstimator | None = None,
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._clock = clock
+        self._policy = FairBatchPolicy(config)
+        self._estimator = estimator or DurationEstimator()
+        self._max_attempts = max_attempts
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._running: _Running | None = None
+        self._cancel_requested: set[int] = set()
+        self._listeners: list[Listener] = []
+        self._finished: dict[int, asyncio.Future[Job]] = {}
+        self.load_error: BaseException | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover jobs a dead process left running, queue every waiting job, and start the loop."""
+        report = await self._store.recover_interrupted(self._max_attempts)
+        for job_id in report.failed:
+            job = await self._store.get_job(job_id)
+            self._emit(JobUpdate(job_id, job.state, error=job.error))
+            self._resolve(job)
+        if report.requeued:
+            log.info("requeued %d jobs interrupted by a restart", len(report.requeued))
+        for job in await self._store.list_jobs(states=[JobState.QUEUED]):
+            self._enqueue(job)
+        self._task = asyncio.create_task(self._loop(), name="gpu-scheduler")
+
+    async def stop(self) -> None:
+        """Stop taking batches. A batch in flight is abandoned in the store as RUNNING and re-run on start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def wait_ready(self) -> None:
+        """Wait until the model is loaded (raises what loading raised)."""
+        await self._ready.wait()
+        if self.load_error is not None:
+            raise self.load_error
+
+    @property
+    def native_resolution(self) -> int:
+        return self._backend.native_resolution
+
+    # -- commands --------------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue a job that is already stored as QUEUED."""
+        self._enqueue(job)
+        self._emit(JobUpdate(job.id, JobState.QUEUED))
+        self._wake.set()
+
+    async def cancel(self, job_id: int) -> Job:
+        """Cancel a queued or running job; a finished job is returned as it is."""
+        job = await self._store.cancel_job(job_id)
+        if job.state is not JobState.CANCELLED:
+            return job
+        self._policy.remove(job_id)
+        if self._running is not None and job_id in self._running.batch.job_ids:
+            # The worker thread sees this at its next step and stops once the whole batch is cancelled.
+            self._cancel_requested.add(job_id)
+        self._emit(JobUpdate(job_id, JobState.CANCELLED))
+        self._resolve(job)
+        self._wake.set()
+        return job
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    async def wait_finished(self, job_id: int) -> Job:
+        """Wait until a job is final and return it."""
+        future = self._finished.get(job_id)
+        if future is None:
+            future = self._finished[job_id] = asyncio.get_running_loop().create_future()
+        job = await self._store.get_job(job_id)
+        if job.state.is_final:
+            self._finished.pop(job_id, None)
+            return job
+        return await asyncio.shield(future)
+
+    def queue_info(self, job_id: int) -> QueueInfo | None:
+        """Position (0 = running now) and seconds until done, or None when the job is not waiting here."""
+        now = self._clock.monotonic()
+        remaining = 0.0
+        running = self._running
+        if running is not None:
+            remaining = max(0.0, running.estimate - (now - running.started))
+            if job_id in running.batch.job_ids:
+                return QueueInfo(job_id, JobState.RUNNING, 0, remaining)
+        if job_id not in self._policy:
+            return None
+        ahead = 0
+        eta = remaining
+        for batch in self._policy.plan():
+            eta += self._estimator.estimate(batch.key, batch.images)
+            if job_id in batch.job_ids:
+                return QueueInfo(job_id, JobState.QUEUED, ahead + batch.job_ids.index(job_id) + 1, eta)
+            ahead += len(batch.entries)
+        return None
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._policy)
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def _enqueue(self, job: Job) -> None:
+        # Keep the job's real age, so jobs reloaded after a restart keep their order.
+        age = max(0.0, (self._clock.now() - job.created_at).total_seconds())
+        entry = QueueEntry(
+            job_id=job.id,
+            user_id=job.user_id,
+            key=job.spec.batch_key(),
+            images=job.spec.image_count,
+            enqueued_at=self._clock.monotonic() - age,
+        )
+        if job.id not in self._policy:
+            self._policy.add(entry)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._backend.load)
+        except Exception as error:
+            log.exception("the model failed to load")
+            self.load_error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            self._wake.clear()
+            decision = self._policy.schedule(self._clock.monotonic())
+            if decision is None:
+                await self._wake.wait()
+            elif isinstance(decision, Wait):
+                delay = max(0.0, decision.until - self._clock.monotonic())
+                # Hold the batch for batch-mates; a new job wakes us early and the policy decides again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            else:
+                await self._run_batch(decision)
+
+    async def _run_batch(self, batch: Batch) -> None:
+        started_ids = set(await self._store.mark_running(batch.job_ids))
+        jobs = [job for job in await self._store.get_jobs(list(batch.job_ids)) if job.id in started_ids]
+        if not jobs:
+            return
+        tasks: list[ImageTask] = []
+        for job in jobs:
+            try:
+                tasks.extend(await self._tasks_for(job))
+            except Exception as error:
+                await self._fail([job.id], f"I couldn't read the image to start from: {error}")
+        jobs = [job for job in jobs if any(task.job_id == job.id for task in tasks)]
+        if not jobs:
+            return
+        started = self._clock.monotonic()
+        self._running = _Running(batch, started, self._estimator.estimate(batch.key, len(tasks)))
+        for job in jobs:
+            self._emit(JobUpdate(job.id, JobState.RUNNING))
+        try:
+            images = await self._render_in_budget(RenderBatch(batch.key, tasks), [job.id for job in jobs])
+        except GenerationInterrupted:
+            log.info("batch interrupted: every job in it was cancelled")
+            return
+        except BackendOutOfMemory:
+            await self._fail(
+                [job.id for job in jobs], "The GPU ran out of memory even for a single image of this size."
+            )
+            return
+        except Exception as error:
+            log.exception("batch failed", extra={"job_ids": [job.id for job in jobs]})
+            await self._fail([job.id for job in jobs], f"The image generator failed: {error}")
+            return
+        finally:
+            self._running = None
+            self._cancel_requested.difference_update(batch.job_ids)
+        self._estimator.observe(batch.key, len(tasks), self._clock.monotonic() - started)
+        await self._complete(jobs, tasks, images)
+
+    async def _tasks_for(self, job: Job) -> list[ImageTask]:
+        spec = job.spec
+        source: Image.Image | None = None
+        if spec.kind in NEEDS_SOURCE_IMAGE:
+            if spec.source_image_id is None:
+                raise ValueError("this job has no source image")
+            source = await self._store.load_image(spec.source_image_id)
+        return [
+            ImageTask(
+                job_id=job.id,
+                index=index,
+                prompt=spec.params.prompt,
+                negative_prompt=spec.params.negative_prompt,
+                seed=seed,
+                source=source,
+            )
+            for index, seed in enumerate(spec.params.image_seeds(spec.image_count))
+        ]
+
+    async def _render_in_budget(self, batch: RenderBatch, job_ids: Sequence[int]) -> list[Image.Image]:
+        """Render in calls no larger than the budget learned for this shape (a single job may exceed it)."""
+        size = self._policy.budget(batch.key)
+        images: list[Image.Image] = []
+        for start in range(0, len(batch.tasks), size):
+            chunk = RenderBatch(batch.key, batch.tasks[start : start + size])
+            images.extend(await self._render(chunk, job_ids))
+        return images
+
+    async def _render(self, batch: RenderBatch, job_ids: Sequence[int]) -> list[Image.Image]:
+        """Render a batch; when the GPU runs out of memory, split it in halves and learn the smaller size."""
+        loop = asyncio.get_running_loop()
+        watched = frozenset(job_ids)
+
+        def on_step(step: int, total: int) -> bool:
+            loop.call_soon_threadsafe(self._progress, step, total)
+            return not watched <= self._cancel_requested
+
+        try:
+            return await loop.run_in_executor(self._executor, self._backend.render, batch, on_step)
+        except BackendOutOfMemory:
+            if len(batch.tasks) == 1:
+                raise
+            half = len(batch.tasks) // 2
+            self._policy.limit_key(batch.key, half)
+            log.warning("out of GPU memory with %d images; retrying as %d", len(batch.tasks), half)
+            first = await self._render(RenderBatch(batch.key, batch.tasks[:half]), job_ids)
+            second = await self._render(RenderBatch(batch.key, batch.tasks[half:]), job_ids)
+            return first + second
+
+    def _progress(self, step: int, total: int) -> None:
+        running = self._running
+        if running is None:
+            return
+        running.step, running.total_steps = step, total
+        for job_id in running.batch.job_ids:
+            if job_id not in self._cancel_requested:
+                self._emit(JobUpdate(job_id, JobState.RUNNING, step=step, total_steps=total))
+
+    async def _complete(
+        self, jobs: Sequence[Job], tasks: Sequence[ImageTask], images: Sequence[Image.Image]
+    ) -> None:
+        for job in jobs:
+            mine = [(task, image) for task, image in zip(tasks, images, strict=True) if task.job_id == job.id]
+            try:
+                await self._store.complete_job(
+                    job.id, [image for _, image in mine], [task.seed for task, _ in mine]
+                )
+            except OSError as error:
+                log.exception("could not save images", extra={"job_id": job.id})
+                await self._fail([job.id], f"I made the images but couldn't save them ({error.strerror}).")
+                continue
+            final = await self._store.get_job(job.id)
+            if final.state is JobState.CANCELLED:
+                continue  # cancelled while it ran: cancel() already told everyone
+            self._emit(JobUpdate(job.id, final.state, error=final.error))
+            self._resolve(final)
+
+    async def _fail(self, job_ids: Sequence[int], reason: str) -> None:
+        for job_id in job_ids:
+            job = await self._store.fail_job(job_id, reason)
+            self._emit(JobUpdate(job_id, job.state, error=job.error))
+            self._resolve(job)
+
+    def _emit(self, update: JobUpdate) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(update)
+            except Exception:
+                log.exception("a job listener failed")
+
+    def _resolve(self, job: Job) -> None:
+        future = self._finished.pop(job.id, None)
+        if future is not None and not future.done():
+            future.set_result(job)

@@ -1,0 +1,269 @@
+"""The application service: what members can ask for, with every check, in one place.
+
+The Discord adapter and the command line both call this; neither talks to the store or the scheduler
+directly for member requests. Checks run in order: ban, blocked words, quota, concurrency, rate limit
+(last, because it spends a token).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from bot.domain.clock import Clock
+from bot.domain.errors import InvalidRequest, NotAllowed
+from bot.domain.jobs import Job, JobKind, JobSpec, JobState
+from bot.domain.limits import (
+    RateLimiter,
+    UserLimits,
+    check_concurrency,
+    check_quota,
+    quota_day_start,
+    quota_resets_at,
+)
+from bot.domain.members import LOCAL_USER_ID, Requester
+from bot.domain.moderation import find_blocked_word
+from bot.domain.params import GenerationLimits, GenerationParams, random_seed
+from bot.domain.requests import params_from_text
+from bot.scheduler.events import QueueInfo
+from bot.scheduler.scheduler import GpuScheduler
+from bot.store.records import GuildSettings, StoredImage
+from bot.store.repository import JobStore
+
+
+@dataclass(frozen=True)
+class Usage:
+    used_today: int
+    daily_quota: int | None
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.daily_quota is None else max(0, self.daily_quota - self.used_today)
+
+
+class ImagineService:
+    def __init__(
+        self,
+        store: JobStore,
+        scheduler: GpuScheduler,
+        *,
+        generation: GenerationLimits,
+        user_limits: UserLimits,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.generation = generation
+        self.user_limits = user_limits
+        self._clock = clock
+        self._rate = RateLimiter(clock)
+        self._rng = rng or random.Random()
+
+    # -- requests that make a job -------------------------------------------------------------------------
+
+    async def imagine(
+        self,
+        requester: Requester,
+        text: str,
+        *,
+        negative: str | None = None,
+        aspect: str | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+    ) -> Job:
+        guild = await self._guild_settings(requester)
+        params = params_from_text(
+            text,
+            limits=self.generation_limits(guild),
+            negative=negative,
+            aspect=aspect,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            rng=self._rng,
+        )
+        return await self._submit(requester, guild, JobKind.GENERATE, params)
+
+    async def reroll(self, requester: Requester, job_id: int) -> Job:
+        parent = await self.store.get_job(job_id)
+        guild = await self._guild_settings(requester)
+        await self._check_may_use(requester, parent, guild)
+        if parent.kind not in (JobKind.GENERATE, JobKind.REROLL, JobKind.VARIATION):
+            raise InvalidRequest("Only a grid of four can be rerolled.")
+        params = parent.spec.params.with_seed(random_seed(self._rng))
+        kind = JobKind.VARIATION if parent.kind is JobKind.VARIATION else JobKind.REROLL
+        return await self._submit(
+            requester,
+            guild,
+            kind,
+            params,
+            parent=parent,
+            source_image_id=parent.spec.source_image_id,
+            strength=parent.spec.strength,
+        )
+
+    async def vary(self, requester: Requester, job_id: int, index: int) -> Job:
+        parent, image = await self._image_of(job_id, index)
+        guild = await self._guild_settings(requester)
+        await self._check_may_use(requester, parent, guild)
+        params = replace(
+            parent.spec.params, width=image.width, height=image.height, seed=random_seed(self._rng)
+        )
+        return await self._submit(
+            requester,
+            guild,
+            JobKind.VARIATION,
+            params,
+            parent=parent,
+            source_image_id=image.id,
+            strength=self.generation.variation_strength,
+        )
+
+    async def upscale(self, requester: Requester, job_id: int, index: int) -> Job:
+        parent, image = await self._image_of(job_id, index)
+        guild = await self._guild_settings(requester)
+        await self._check_may_use(requester, parent, guild)
+        if parent.kind is JobKind.UPSCALE:
+            raise InvalidRequest("This image is already upscaled; I can't make it any larger.")
+        # The upscale keeps the image's own seed, so the added detail follows the same noise.
+        params = replace(parent.spec.params, width=image.width, height=image.height, seed=image.seed)
+        return await self._submit(
+            requester,
+            guild,
+            JobKind.UPSCALE,
+            params,
+            parent=parent,
+            source_image_id=image.id,
+            strength=self.generation.upscale_strength,
+        )
+
+    # -- requests about jobs ------------------------------------------------------------------------------
+
+    async def cancel(self, requester: Requester, job_id: int) -> Job:
+        job = await self.store.get_job(job_id)
+        if job.user_id != requester.user_id and not requester.is_moderator:
+            raise NotAllowed("You can only cancel your own jobs.")
+        if job.state.is_final:
+            raise InvalidRequest(f"Job #{job_id} has already {_finished_words(job.state)}.")
+        return await self.scheduler.cancel(job_id)
+
+    async def my_jobs(self, requester: Requester) -> list[tuple[Job, QueueInfo | None]]:
+        jobs = await self.store.list_jobs(
+            states=[JobState.QUEUED, JobState.RUNNING], user_id=requester.user_id, guild_id=requester.guild_id
+        )
+        return [(job, self.scheduler.queue_info(job.id)) for job in jobs]
+
+    async def usage(self, requester: Requester) -> Usage:
+        guild = await self._guild_settings(requester)
+        limits = await self.limits_for(requester, guild)
+        now = self._clock.now()
+        used = await self.store.count_jobs_since(requester.guild_id, requester.user_id, quota_day_start(now))
+        return Usage(used, limits.daily_quota, quota_resets_at(now))
+
+    # -- limits -------------------------------------------------------------------------------------------
+
+    def generation_limits(self, guild: GuildSettings | None) -> GenerationLimits:
+        if guild is None or guild.max_steps is None:
+            return self.generation
+        max_steps = min(guild.max_steps, self.generation.max_steps)
+        return replace(
+            self.generation, max_steps=max_steps, default_steps=min(self.generation.default_steps, max_steps)
+        )
+
+    async def limits_for(self, requester: Requester, guild: GuildSettings | None) -> UserLimits:
+        limits = self.user_limits
+        if guild is not None:
+            limits = UserLimits(
+                rate_per_minute=guild.rate_per_minute or limits.rate_per_minute,
+                burst=guild.rate_burst or limits.burst,
+                max_concurrent=guild.max_concurrent or limits.max_concurrent,
+                daily_quota=guild.daily_quota if guild.daily_quota is not None else limits.daily_quota,
+            )
+        if requester.guild_id is not None:
+            override = await self.store.get_quota_override(requester.guild_id, requester.user_id)
+            if override is not None and override.daily_quota is not None:
+                limits = replace(limits, daily_quota=override.daily_quota)
+        return limits
+
+    async def _submit(
+        self,
+        requester: Requester,
+        guild: GuildSettings | None,
+        kind: JobKind,
+        params: GenerationParams,
+        *,
+        parent: Job | None = None,
+        source_image_id: int | None = None,
+        strength: float | None = None,
+    ) -> Job:
+        await self._admit(requester, guild, params)
+        spec = JobSpec(
+            kind=kind,
+            user_id=requester.user_id,
+            params=params,
+            guild_id=requester.guild_id,
+            channel_id=requester.channel_id,
+            parent_job_id=parent.id if parent else None,
+            source_image_id=source_image_id,
+            strength=strength,
+        )
+        try:
+            job = await self.store.create_job(spec)
+        except Exception:
+            self._rate.refund(requester.guild_id, requester.user_id)
+            raise
+        self.scheduler.submit(job)
+        return job
+
+    async def _admit(
+        self, requester: Requester, guild: GuildSettings | None, params: GenerationParams
+    ) -> None:
+        if requester.user_id == LOCAL_USER_ID:
+            return  # the operator at the command line
+        if requester.guild_id is not None:
+            if await self.store.is_banned(requester.guild_id, requester.user_id):
+                raise NotAllowed("You can't use the image bot on this server. Ask a moderator if unsure.")
+            words = await self.store.blocked_words(requester.guild_id)
+            text = f"{params.prompt} {params.negative_prompt}"
+            if (word := find_blocked_word(text, words)) is not None:
+                raise NotAllowed(f"Your prompt contains “{word}”, which isn't allowed on this server.")
+        limits = await self.limits_for(requester, guild)
+        if not requester.is_moderator:
+            now = self._clock.now()
+            used = await self.store.count_jobs_since(
+                requester.guild_id, requester.user_id, quota_day_start(now)
+            )
+            check_quota(used, limits, now)
+        check_concurrency(await self.store.active_jobs(requester.user_id), limits)
+        self._rate.acquire(requester.guild_id, requester.user_id, limits)
+
+    async def _guild_settings(self, requester: Requester) -> GuildSettings | None:
+        if requester.guild_id is None:
+            return None
+        return await self.store.get_guild_settings(requester.guild_id)
+
+    async def _check_may_use(self, requester: Requester, job: Job, guild: GuildSettings | None) -> None:
+        if requester.user_id in (job.user_id, LOCAL_USER_ID) or requester.is_moderator:
+            return
+        if guild is not None and guild.buttons_for_everyone:
+            return
+        raise NotAllowed("Only the member who made this image (or a moderator) can use its buttons.")
+
+    async def _image_of(self, job_id: int, index: int) -> tuple[Job, StoredImage]:
+        job = await self.store.get_job(job_id)
+        images = await self.store.job_images(job_id)
+        if not 0 <= index < len(images):
+            raise InvalidRequest(f"Job #{job_id} has no image {index + 1}.")
+        return job, images[index]
+
+
+def _finished_words(state: JobState) -> str:
+    return {
+        JobState.SUCCEEDED: "finished",
+        JobState.FAILED: "failed",
+        JobState.CANCELLED: "been cancelled",
+    }.get(state, state.value)

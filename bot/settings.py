@@ -1,0 +1,100 @@
+"""Settings from the environment and `.env` (see `.env.example` for every one, with a comment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.domain.batching import BatchingConfig
+from bot.domain.limits import UserLimits
+from bot.domain.params import GenerationLimits
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+class SettingsError(Exception):
+    """A missing or invalid setting; the message is one line that says what to fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,  # `DISCORD_TOKEN=` in a copied .env.example means "not set"
+        env_parse_none_str="none",  # DAILY_QUOTA=none: no limit
+    )
+
+    # Discord
+    discord_token: SecretStr | None = None
+    discord_guild_id: int | None = None
+
+    # Storage
+    database_url: str = "sqlite+aiosqlite:///./data/imagine.db"
+    image_dir: Path = Path("./data/images")
+
+    # Model and device
+    model: str = DEFAULT_MODEL
+    vae: str | None = None
+    device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    base_resolution: int | None = Field(default=None, ge=64, le=2048)
+
+    # Batching and retries
+    max_batch_images: int = Field(default=8, ge=1, le=64)
+    batch_wait_ms: float = Field(default=20.0, ge=0, le=1000)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+    # Generation defaults and bounds
+    default_steps: int = Field(default=30, ge=1, le=150)
+    max_steps: int = Field(default=60, ge=1, le=150)
+    default_guidance: float = Field(default=6.0, ge=0, le=30)
+
+    # Per-member limits (guilds can override them)
+    rate_per_minute: float = Field(default=6.0, gt=0)
+    rate_burst: int = Field(default=3, ge=1)
+    max_concurrent_jobs: int = Field(default=4, ge=1)
+    daily_quota: int | None = Field(default=50, ge=0)
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db")
+        return value
+
+    def batching(self) -> BatchingConfig:
+        return BatchingConfig(max_images=self.max_batch_images, max_wait=self.batch_wait_ms / 1000)
+
+    def user_limits(self) -> UserLimits:
+        return UserLimits(
+            rate_per_minute=self.rate_per_minute,
+            burst=self.rate_burst,
+            max_concurrent=self.max_concurrent_jobs,
+            daily_quota=self.daily_quota,
+        )
+
+    def generation_limits(self, native_resolution: int) -> GenerationLimits:
+        return GenerationLimits(
+            base_resolution=self.base_resolution or native_resolution,
+            default_steps=min(self.default_steps, self.max_steps),
+            max_steps=self.max_steps,
+            default_guidance=self.default_guidance,
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; any problem becomes one SettingsError line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise SettingsError(f"Setting {name} is invalid: {first['msg']}.") from None

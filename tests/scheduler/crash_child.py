@@ -1,0 +1,37 @@
+"""A scheduler process for the crash test: runs queued jobs slowly and reports, until it is killed.
+
+Usage: python -m tests.scheduler.crash_child DATABASE_URL IMAGE_DIR
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from bot.domain.batching import BatchingConfig
+from bot.domain.clock import SystemClock
+from bot.scheduler.events import JobUpdate
+from bot.scheduler.scheduler import GpuScheduler
+from bot.store.repository import JobStore
+from tests.fakes import FakeBackend
+
+
+async def main(url: str, image_dir: Path) -> None:
+    store = await JobStore.open(url, image_dir, SystemClock())
+    scheduler = GpuScheduler(
+        store, FakeBackend(steps_delay=0.05), BatchingConfig(max_images=4, max_wait=0), SystemClock()
+    )
+
+    def report(update: JobUpdate) -> None:
+        if update.step == 0:
+            print(f"{update.state.value} {update.job_id}", flush=True)
+
+    scheduler.add_listener(report)
+    await scheduler.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()  # run until killed
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2])))
