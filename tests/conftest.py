@@ -1,0 +1,15 @@
+"""Fixtures shared across the test tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight SDXL pipeline folder (64 px native), built once per test session."""
+    from inference.tiny import make_tiny_model  # imports torch: only for the tests that ask for it
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sdxl")
