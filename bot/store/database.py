@@ -1,0 +1,205 @@
+"""Engines and migrations.
+
+SQLite (aiosqlite) and PostgreSQL (asyncpg) share one set of Alembic migrations. The bot migrates at start
+with `migrate(url)`: it runs inside the bot's event loop by handing Alembic a connection through
+`Config.attributes["connection"]` and calling the (synchronous) Alembic command under
+`AsyncConnection.run_sync`, so no second event loop or thread is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import event, make_url, pool
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import bot
+from bot.store.errors import StoreUnavailable
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/imagine.db"
+# Found from the package, so the bot can be started from any working directory.
+MIGRATIONS_DIR = Path(bot.__file__).resolve().parent.parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# Execution option for units of work that only read: on SQLite they start with a plain (deferred) BEGIN.
+READ_ONLY = "imagine_read_only"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """The engine the store uses: SQLite in WAL mode with foreign keys on, or PostgreSQL with pre-ping."""
+    return _create_engine(url, sqlite_foreign_keys=True)
+
+
+def create_migration_engine(url: str) -> AsyncEngine:
+    """An engine for running migrations: one connection at a time, SQLite foreign keys off.
+
+    SQLite batch mode rebuilds a table by copy, drop and rename, which must not cascade or trip over the
+    rows that point at it; `migrate` checks the foreign keys once the migration is done.
+    """
+    return _create_engine(url, sqlite_foreign_keys=False, poolclass=pool.NullPool)
+
+
+async def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the database at `url` to `revision` (default: the newest). Safe to call on every start."""
+    await _run_alembic(url, lambda config: command.upgrade(config, revision))
+
+
+async def downgrade(url: str, revision: str = "base") -> None:
+    """Downgrade the database at `url` to `revision` (default: an empty database). For tests and operators."""
+    await _run_alembic(url, lambda config: command.downgrade(config, revision))
+
+
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    """Whether the database behind `engine` is at the newest migration."""
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+    def current(connection: Connection) -> set[str]:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(current) == heads
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config for this project's migrations, independent of the working directory."""
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise StoreUnavailable(f"The database migrations are missing: expected them in {MIGRATIONS_DIR}.")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser interpolation
+    return config
+
+
+def describe_url(url: str | URL) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<an unparseable URL>"
+
+
+def _parse_url(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise StoreUnavailable(
+            f"The database URL {str(url)!r} is not valid; use e.g. {DEFAULT_DATABASE_URL} "
+            "or postgresql+asyncpg://user:password@host/dbname."
+        ) from error
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreUnavailable(
+            f"The database URL {describe_url(parsed)} is not supported: use SQLite or PostgreSQL."
+        )
+    if parsed.get_backend_name() == "sqlite" and parsed.get_driver_name() != "aiosqlite":
+        raise StoreUnavailable(
+            f"Use the async SQLite driver: sqlite+aiosqlite://, not {parsed.drivername}://."
+        )
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "asyncpg":
+        raise StoreUnavailable(
+            f"Use the async PostgreSQL driver: postgresql+asyncpg://, not {parsed.drivername}://."
+        )
+    return parsed
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _create_engine(url: str | URL, *, sqlite_foreign_keys: bool, **kwargs: Any) -> AsyncEngine:
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        try:
+            return create_async_engine(parsed, pool_pre_ping=True, **kwargs)
+        except (ArgumentError, NoSuchModuleError) as error:
+            raise StoreUnavailable(f"Can't use the database {describe_url(parsed)}: {error}") from error
+
+    path = _sqlite_file(parsed)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailable(
+                f"Can't create the folder for the database {path}: {error.strerror or error}."
+            ) from error
+    try:
+        engine = create_async_engine(parsed, **kwargs)
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise StoreUnavailable(f"Can't use the database {describe_url(parsed)}: {error}") from error
+    _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    """Pragmas on every new connection, and real transactions.
+
+    The sqlite3 module only opens a transaction before DML, so a SELECT that decides an UPDATE would run
+    outside it and DDL would commit piecemeal. Instead the driver runs in autocommit mode and we emit
+    BEGIN ourselves: BEGIN IMMEDIATE for units of work that may write, so they take the write lock up
+    front (waiting up to busy_timeout) and can never fail upgrading a read lock to a write lock; a plain
+    BEGIN for those marked READ_ONLY, which in WAL mode read a snapshot without blocking anyone.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+async def _run_alembic(url: str, action: Callable[[Config], None]) -> None:
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() == "sqlite" and _sqlite_file(parsed) is None:
+        raise StoreUnavailable(
+            f"An in-memory SQLite database is gone once migrated; give a file, e.g. {DEFAULT_DATABASE_URL}."
+        )
+    config = alembic_config(url)
+    engine = create_migration_engine(url)
+
+    def run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        action(config)
+        if connection.dialect.name == "sqlite":
+            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise RuntimeError(f"the migration left rows with broken foreign keys: {problems[:5]}")
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(run)
+    except (OSError, DBAPIError) as error:
+        raise StoreUnavailable(f"Can't open the database {describe_url(url)}: {_reason(error)}") from error
+    except CommandError as error:  # e.g. the database is at a revision this code does not know
+        raise StoreUnavailable(f"Can't migrate the database {describe_url(url)}: {error}") from error
+    finally:
+        await engine.dispose()
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of the driver's own message, without SQLAlchemy's statement dump."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        error = error.orig
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,67 @@
+"""Image files: PNGs in a folder, one subfolder per job. The database keeps the relative paths."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from PIL import Image
+
+JOBS_PER_FOLDER = 10_000  # job folders per bucket folder, so no folder grows without bound
+
+
+class ImageFiles:
+    """A folder of PNG files. Blocking I/O: async callers run these methods in a thread.
+
+    OSError (disk full, permissions) is raised as is, for the caller to report.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @staticmethod
+    def relative_path(job_id: int, index: int) -> str:
+        """`jobs/00/0000123/0.png`: bucket folder (job id // 10,000), job folder, position in the job."""
+        if job_id < 0 or index < 0:
+            raise ValueError(f"bad image address: job {job_id}, index {index}")
+        return f"jobs/{job_id // JOBS_PER_FOLDER:02d}/{job_id:07d}/{index}.png"
+
+    def save(self, job_id: int, index: int, image: Image.Image) -> str:
+        """Write the image as PNG and return its path relative to the root.
+
+        The file appears whole or not at all: it is written to a temporary file in the same folder and
+        renamed over the target.
+        """
+        relative = self.relative_path(job_id, index)
+        target = self._resolve(relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                image.save(file, format="PNG")
+            os.replace(temp_name, target)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return relative
+
+    def load(self, path: str) -> Image.Image:
+        """The image at `path`, fully read (the file is closed) and in RGB."""
+        with Image.open(self._resolve(path)) as image:
+            image.load()
+            return image.convert("RGB")
+
+    def open_bytes(self, path: str) -> bytes:
+        """The PNG file's bytes, e.g. to attach to a message."""
+        return self._resolve(path).read_bytes()
+
+    def remove(self, path: str) -> None:
+        """Delete a file if it is there (cleanup after a job turned out to be cancelled)."""
+        self._resolve(path).unlink(missing_ok=True)
+
+    def _resolve(self, path: str) -> Path:
+        relative = PurePosixPath(path)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise ValueError(f"image path {path!r} is not inside the image folder")
+        return self.root.joinpath(*relative.parts)

@@ -1,0 +1,70 @@
+"""What the store hands back: plain frozen dataclasses, so callers never see ORM rows or sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    id: int
+    job_id: int
+    index: int  # position in its job, 0-3
+    seed: int
+    width: int
+    height: int
+    path: str  # relative to the image folder
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What `recover_interrupted` did with the jobs that were running when the process stopped."""
+
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """A guild's overrides; None means "the global default"."""
+
+    guild_id: int
+    daily_quota: int | None = None
+    rate_per_minute: int | None = None
+    rate_burst: int | None = None
+    max_concurrent: int | None = None
+    max_steps: int | None = None
+    buttons_for_everyone: bool = False
+    updated_at: datetime | None = None  # None: never set, all defaults
+
+
+@dataclass(frozen=True)
+class QuotaOverride:
+    guild_id: int
+    user_id: int
+    daily_quota: int | None  # None: the guild's quota
+    usage_reset_at: datetime | None  # usage counts only jobs created at or after this
+    set_by: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Ban:
+    guild_id: int
+    user_id: int
+    reason: str
+    banned_by: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ModeratorAction:
+    id: int
+    guild_id: int
+    moderator_id: int
+    action: str
+    target_user_id: int | None
+    details: dict[str, Any]
+    created_at: datetime

@@ -1,0 +1,723 @@
+"""JobStore: the durable record of jobs, images and moderation settings.
+
+Every public method is one unit of work: one session, one transaction. State changes follow
+`bot.domain.jobs.check_transition`; races with a member (a job cancelled while it rendered) are answered
+as described on each method, while a transition no race can explain is a bug and raises InvalidTransition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypedDict, Unpack
+
+from PIL import Image
+from sqlalchemy import ColumnElement, and_, delete, func, not_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.domain.clock import Clock
+from bot.domain.errors import InvalidTransition, JobNotFound
+from bot.domain.jobs import Job, JobKind, JobSpec, JobState, check_transition
+from bot.domain.params import GenerationParams
+from bot.store.database import READ_ONLY, create_engine, migrate
+from bot.store.errors import ImageNotFound, StoreUnavailable
+from bot.store.images import ImageFiles
+from bot.store.models import (
+    BanRow,
+    Base,
+    BlockedWordRow,
+    GuildSettingsRow,
+    ImageRow,
+    JobRow,
+    ModeratorActionRow,
+    QuotaOverrideRow,
+)
+from bot.store.records import Ban, GuildSettings, ModeratorAction, QuotaOverride, RecoveryReport, StoredImage
+
+MAX_WORD_CHARS = 100
+
+
+class GuildSettingsChanges(TypedDict, total=False):
+    """The settings `update_guild_settings` can change; None resets one to the global default."""
+
+    daily_quota: int | None
+    rate_per_minute: int | None
+    rate_burst: int | None
+    max_concurrent: int | None
+    max_steps: int | None
+    buttons_for_everyone: bool
+
+
+_SETTING_NAMES = frozenset(GuildSettingsChanges.__annotations__)
+
+
+class JobStore:
+    def __init__(self, engine: AsyncEngine, images: ImageFiles, clock: Clock) -> None:
+        self.engine = engine
+        self.images = images
+        self._clock = clock
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(
+            engine, expire_on_commit=False, execution_options={READ_ONLY: True}
+        )
+
+    @classmethod
+    async def open(cls, database_url: str, image_dir: Path, clock: Clock) -> JobStore:
+        """Migrate the database to the newest schema, then open it. Raises StoreUnavailable."""
+        await migrate(database_url)
+        try:
+            await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailable(
+                f"Can't create the image folder {image_dir}: {error.strerror or error}."
+            ) from error
+        return cls(create_engine(database_url), ImageFiles(image_dir), clock)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> JobStore:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ---------------------------------------------------------------- jobs
+
+    async def create_job(self, spec: JobSpec) -> Job:
+        """Store a new job, QUEUED, created now."""
+        now = self._clock.now()
+        row = JobRow(
+            kind=spec.kind.value,
+            state=JobState.QUEUED.value,
+            user_id=spec.user_id,
+            guild_id=spec.guild_id,
+            channel_id=spec.channel_id,
+            parent_job_id=spec.parent_job_id,
+            source_image_id=spec.source_image_id,
+            prompt=spec.params.prompt,
+            negative_prompt=spec.params.negative_prompt,
+            width=spec.params.width,
+            height=spec.params.height,
+            steps=spec.params.steps,
+            guidance=spec.params.guidance,
+            seed=spec.params.seed,
+            aspect=spec.params.aspect,
+            strength=spec.strength,
+            model=spec.model,
+            attempts=0,
+            error=None,
+            created_at=now,
+            started_at=None,
+            finished_at=None,
+        )
+        async with self._sessions.begin() as session:
+            # Friendly errors instead of a foreign-key violation.
+            if spec.parent_job_id is not None and await session.get(JobRow, spec.parent_job_id) is None:
+                raise JobNotFound(spec.parent_job_id)
+            if spec.source_image_id is not None and await session.get(ImageRow, spec.source_image_id) is None:
+                raise ImageNotFound(spec.source_image_id)
+            session.add(row)
+            await session.flush()
+            return Job(id=row.id, spec=spec, state=JobState.QUEUED, created_at=now)
+
+    async def get_job(self, job_id: int) -> Job:
+        async with self._read_sessions.begin() as session:
+            row = await session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            return _job(row)
+
+    async def get_jobs(self, ids: Sequence[int]) -> list[Job]:
+        """The jobs with these ids, in the order asked; ids that do not exist are left out."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        async with self._read_sessions.begin() as session:
+            rows = (await session.scalars(select(JobRow).where(JobRow.id.in_(wanted)))).all()
+        by_id = {row.id: _job(row) for row in rows}
+        return [by_id[job_id] for job_id in wanted if job_id in by_id]
+
+    async def list_jobs(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Job]:
+        """Jobs matching every filter given, ordered by id (oldest first unless `newest_first`)."""
+        query = select(JobRow)
+        if states is not None:
+            query = query.where(JobRow.state.in_([JobState(state).value for state in states]))
+        if user_id is not None:
+            query = query.where(JobRow.user_id == user_id)
+        if guild_id is not None:
+            query = query.where(JobRow.guild_id == guild_id)
+        query = query.order_by(JobRow.id.desc() if newest_first else JobRow.id)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._read_sessions.begin() as session:
+            return [_job(row) for row in (await session.scalars(query)).all()]
+
+    async def mark_running(self, job_ids: Sequence[int]) -> list[int]:
+        """QUEUED -> RUNNING for these jobs, atomically; returns the ids that moved, in the order given.
+
+        A job that ended meanwhile (cancelled, or failed) is skipped. A job that is already RUNNING was
+        handed out twice: InvalidTransition. An unknown id: JobNotFound (and nothing moves).
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return []
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(wanted), JobRow.state == JobState.QUEUED.value)
+                .values(state=JobState.RUNNING.value, started_at=now, attempts=JobRow.attempts + 1)
+                .returning(JobRow.id)
+                .execution_options(synchronize_session=False)
+            )
+            moved = set(result.scalars().all())
+            await self._check_skipped(session, [i for i in wanted if i not in moved], JobState.RUNNING)
+        return [job_id for job_id in wanted if job_id in moved]
+
+    async def complete_job(
+        self, job_id: int, images: Sequence[Image.Image], seeds: Sequence[int]
+    ) -> list[StoredImage]:
+        """Save a RUNNING job's images and mark it SUCCEEDED, in one transaction.
+
+        If the job was cancelled (or failed) while it rendered, it stays that way: nothing is stored and
+        the result is []. The files are written first (in a thread); they are removed again if the job
+        turns out to have ended, or if the transaction fails. OSError from the disk is raised as is.
+        Called for a job that is neither RUNNING nor ended (QUEUED, or completed twice): InvalidTransition.
+        """
+        if len(images) != len(seeds):
+            raise ValueError(f"job {job_id}: {len(images)} images but {len(seeds)} seeds")
+        job = await self.get_job(job_id)
+        if job.state in (JobState.CANCELLED, JobState.FAILED):
+            return []
+        check_transition(job_id, job.state, JobState.SUCCEEDED)
+        if len(images) != job.spec.image_count:
+            raise ValueError(f"job {job_id} makes {job.spec.image_count} images, got {len(images)}")
+
+        paths = await asyncio.to_thread(self._save_files, job_id, images)
+        try:
+            stored = await self._record_images(job_id, images, seeds, paths)
+        except InvalidTransition:
+            raise  # completed twice: the files may belong to the completion that won, so leave them
+        except Exception:
+            await asyncio.to_thread(self._remove_files, paths)
+            raise
+        if not stored:
+            await asyncio.to_thread(self._remove_files, paths)  # ended meanwhile: the files belong to nothing
+        return stored
+
+    async def _record_images(
+        self, job_id: int, images: Sequence[Image.Image], seeds: Sequence[int], paths: Sequence[str]
+    ) -> list[StoredImage]:
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == JobState.RUNNING.value)
+                .values(state=JobState.SUCCEEDED.value, finished_at=now)
+                .returning(JobRow.id)
+                .execution_options(synchronize_session=False)
+            )
+            if result.first() is None:
+                await self._check_skipped(session, [job_id], JobState.SUCCEEDED)
+                return []  # cancelled or failed meanwhile
+            rows = [
+                ImageRow(
+                    job_id=job_id,
+                    index=index,
+                    seed=seed,
+                    width=image.width,
+                    height=image.height,
+                    path=path,
+                    created_at=now,
+                )
+                for index, (image, seed, path) in enumerate(zip(images, seeds, paths, strict=True))
+            ]
+            session.add_all(rows)
+            await session.flush()
+        return [_image(row) for row in rows]
+
+    async def fail_job(self, job_id: int, reason: str) -> Job:
+        """QUEUED or RUNNING -> FAILED with `reason`; a job that already ended is returned unchanged."""
+        return await self._finish(job_id, JobState.FAILED, error=reason)
+
+    async def cancel_job(self, job_id: int) -> Job:
+        """QUEUED or RUNNING -> CANCELLED; a job that already ended is returned unchanged."""
+        return await self._finish(job_id, JobState.CANCELLED)
+
+    async def requeue_jobs(self, job_ids: Sequence[int], reason: str) -> None:
+        """RUNNING -> QUEUED (a batch split after running out of memory, or abandoned); attempts are kept.
+
+        `reason` is kept in the job's error field for the record. Jobs that ended meanwhile are skipped.
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(wanted), JobRow.state == JobState.RUNNING.value)
+                .values(state=JobState.QUEUED.value, error=reason)
+                .returning(JobRow.id)
+                .execution_options(synchronize_session=False)
+            )
+            moved = set(result.scalars().all())
+            await self._check_skipped(session, [i for i in wanted if i not in moved], JobState.QUEUED)
+
+    async def recover_interrupted(self, max_attempts: int) -> RecoveryReport:
+        """After a restart: every job still RUNNING was interrupted. Queue it again, or give up on it.
+
+        A job that has been started `max_attempts` times or more fails instead of being requeued.
+        """
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1; got {max_attempts}")
+        report = RecoveryReport()
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            rows = (
+                await session.scalars(
+                    select(JobRow)
+                    .where(JobRow.state == JobState.RUNNING.value)
+                    .order_by(JobRow.id)
+                    .with_for_update()
+                )
+            ).all()
+            for row in rows:
+                if row.attempts < max_attempts:
+                    check_transition(row.id, JobState.RUNNING, JobState.QUEUED)
+                    row.state = JobState.QUEUED.value
+                    row.error = "The bot restarted while making this image; trying again."
+                    report.requeued.append(row.id)
+                else:
+                    check_transition(row.id, JobState.RUNNING, JobState.FAILED)
+                    row.state = JobState.FAILED.value
+                    row.error = f"The bot restarted {row.attempts} times while making this image; giving up."
+                    row.finished_at = now
+                    report.failed.append(row.id)
+        return report
+
+    async def _finish(self, job_id: int, target: JobState, *, error: str | None = None) -> Job:
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            row = await session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobNotFound(job_id)
+            current = JobState(row.state)
+            if current.is_final:
+                return _job(row)
+            check_transition(job_id, current, target)
+            row.state = target.value
+            row.finished_at = now
+            if error is not None:
+                row.error = error
+            await session.flush()
+            return _job(row)
+
+    @staticmethod
+    async def _check_skipped(session: AsyncSession, job_ids: list[int], target: JobState) -> None:
+        """For jobs a conditional UPDATE left alone: fine if they ended meanwhile, else raise."""
+        if not job_ids:
+            return
+        found = await session.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_(job_ids)))
+        states: dict[int, str] = {job_id: state for job_id, state in found.all()}
+        for job_id in job_ids:
+            if job_id not in states:
+                raise JobNotFound(job_id)
+            current = JobState(states[job_id])
+            if current in (JobState.CANCELLED, JobState.FAILED):
+                continue  # a race with the member or a moderator, not a bug
+            check_transition(job_id, current, target)
+            # Allowed in principle, yet the conditional UPDATE did not match: the state the caller
+            # expected is not the one the job is in.
+            raise AssertionError(f"job {job_id}: unexpected state {current.value} for {target.value}")
+
+    def _save_files(self, job_id: int, images: Sequence[Image.Image]) -> list[str]:
+        paths: list[str] = []
+        try:
+            for index, image in enumerate(images):
+                paths.append(self.images.save(job_id, index, image))
+        except BaseException:
+            self._remove_files(paths)
+            raise
+        return paths
+
+    def _remove_files(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                self.images.remove(path)
+
+    # -------------------------------------------------------------- images
+
+    async def get_image(self, image_id: int) -> StoredImage:
+        async with self._read_sessions.begin() as session:
+            row = await session.get(ImageRow, image_id)
+            if row is None:
+                raise ImageNotFound(image_id)
+            return _image(row)
+
+    async def job_images(self, job_id: int) -> list[StoredImage]:
+        """A job's images ordered by their position; [] for a job without images."""
+        async with self._read_sessions.begin() as session:
+            rows = await session.scalars(
+                select(ImageRow).where(ImageRow.job_id == job_id).order_by(ImageRow.index)
+            )
+            return [_image(row) for row in rows.all()]
+
+    async def load_image(self, image_id: int) -> Image.Image:
+        """The image, decoded, in RGB. A file gone from disk is ImageNotFound too."""
+        image = await self.get_image(image_id)
+        try:
+            return await asyncio.to_thread(self.images.load, image.path)
+        except FileNotFoundError as error:
+            raise ImageNotFound(image_id) from error
+
+    async def image_bytes(self, image_id: int) -> bytes:
+        """The image's PNG file, e.g. to attach to a message."""
+        image = await self.get_image(image_id)
+        try:
+            return await asyncio.to_thread(self.images.open_bytes, image.path)
+        except FileNotFoundError as error:
+            raise ImageNotFound(image_id) from error
+
+    # ------------------------------------------------------- usage, quotas
+
+    async def count_jobs_since(self, guild_id: int | None, user_id: int, since: datetime) -> int:
+        """Jobs that count against the member's quota, created at or after `since`.
+
+        If a moderator reset the member's usage later than `since`, counting starts there instead.
+        Failed jobs do not count, nor jobs cancelled before they started. `guild_id=None` counts the
+        member's jobs outside any guild (direct messages).
+        """
+        _require_aware(since)
+        async with self._read_sessions.begin() as session:
+            if guild_id is not None:
+                reset_at = await session.scalar(
+                    select(QuotaOverrideRow.usage_reset_at).where(
+                        QuotaOverrideRow.guild_id == guild_id, QuotaOverrideRow.user_id == user_id
+                    )
+                )
+                if reset_at is not None and reset_at > since:
+                    since = reset_at
+            guild_matches: ColumnElement[bool] = (
+                JobRow.guild_id.is_(None) if guild_id is None else JobRow.guild_id == guild_id
+            )
+            count = await session.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(
+                    guild_matches,
+                    JobRow.user_id == user_id,
+                    JobRow.created_at >= since,
+                    JobRow.state != JobState.FAILED.value,
+                    not_(and_(JobRow.state == JobState.CANCELLED.value, JobRow.started_at.is_(None))),
+                )
+            )
+        return int(count or 0)
+
+    async def active_jobs(self, user_id: int) -> int:
+        """How many of the member's jobs are queued or running, in every guild."""
+        async with self._read_sessions.begin() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(
+                    JobRow.user_id == user_id,
+                    JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+                )
+            )
+        return int(count or 0)
+
+    async def get_guild_settings(self, guild_id: int) -> GuildSettings:
+        """The guild's settings; a guild never configured gets all defaults (None)."""
+        async with self._read_sessions.begin() as session:
+            row = await session.get(GuildSettingsRow, guild_id)
+            return GuildSettings(guild_id=guild_id) if row is None else _settings(row)
+
+    async def update_guild_settings(
+        self, guild_id: int, **changes: Unpack[GuildSettingsChanges]
+    ) -> GuildSettings:
+        """Change some settings (None resets one to the default); the others keep their values."""
+        unknown = set(changes) - _SETTING_NAMES
+        if unknown:
+            raise TypeError(f"unknown guild settings: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = dict(changes)
+        for name, value in values.items():
+            if name == "buttons_for_everyone":
+                values[name] = bool(value)
+            elif value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be a whole number of at least 0, or None; got {value!r}")
+        if not values:
+            return await self.get_guild_settings(guild_id)
+        values["updated_at"] = self._clock.now()
+        async with self._sessions.begin() as session:
+            await session.execute(self._upsert(GuildSettingsRow, {"guild_id": guild_id}, values))
+            row = await session.get(GuildSettingsRow, guild_id, populate_existing=True)
+            assert row is not None
+            return _settings(row)
+
+    async def get_quota_override(self, guild_id: int, user_id: int) -> QuotaOverride | None:
+        async with self._read_sessions.begin() as session:
+            row = await session.get(QuotaOverrideRow, (guild_id, user_id))
+            return None if row is None else _override(row)
+
+    async def set_quota_override(
+        self, guild_id: int, user_id: int, daily_quota: int | None, set_by: int
+    ) -> QuotaOverride:
+        """Give the member their own daily quota (None: back to the guild's). Keeps any usage reset."""
+        if daily_quota is not None and daily_quota < 0:
+            raise ValueError(f"daily_quota must be at least 0, or None; got {daily_quota}")
+        values = {"daily_quota": daily_quota, "set_by": set_by, "updated_at": self._clock.now()}
+        return await self._write_override(guild_id, user_id, values)
+
+    async def reset_usage(self, guild_id: int, user_id: int, set_by: int) -> QuotaOverride:
+        """`/quota reset`: from now on, only jobs created from this moment count against the quota."""
+        now = self._clock.now()
+        values = {"usage_reset_at": now, "set_by": set_by, "updated_at": now}
+        return await self._write_override(guild_id, user_id, values)
+
+    async def _write_override(self, guild_id: int, user_id: int, values: dict[str, Any]) -> QuotaOverride:
+        async with self._sessions.begin() as session:
+            keys = {"guild_id": guild_id, "user_id": user_id}
+            await session.execute(self._upsert(QuotaOverrideRow, keys, values))
+            row = await session.get(QuotaOverrideRow, (guild_id, user_id), populate_existing=True)
+            assert row is not None
+            return _override(row)
+
+    # ------------------------------------------------------ bans and words
+
+    async def ban(self, guild_id: int, user_id: int, reason: str, by: int) -> Ban:
+        """Ban the member from /imagine in this guild (banning again replaces the reason)."""
+        values = {"reason": reason, "banned_by": by, "created_at": self._clock.now()}
+        async with self._sessions.begin() as session:
+            await session.execute(self._upsert(BanRow, {"guild_id": guild_id, "user_id": user_id}, values))
+            row = await session.get(BanRow, (guild_id, user_id), populate_existing=True)
+            assert row is not None
+            return _ban(row)
+
+    async def unban(self, guild_id: int, user_id: int) -> bool:
+        """Lift a ban; False if the member was not banned."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                delete(BanRow)
+                .where(BanRow.guild_id == guild_id, BanRow.user_id == user_id)
+                .returning(BanRow.user_id)
+            )
+            return result.first() is not None
+
+    async def is_banned(self, guild_id: int, user_id: int) -> bool:
+        return await self.get_ban(guild_id, user_id) is not None
+
+    async def get_ban(self, guild_id: int, user_id: int) -> Ban | None:
+        async with self._read_sessions.begin() as session:
+            row = await session.get(BanRow, (guild_id, user_id))
+            return None if row is None else _ban(row)
+
+    async def bans(self, guild_id: int) -> list[Ban]:
+        """The guild's bans, oldest first."""
+        async with self._read_sessions.begin() as session:
+            rows = await session.scalars(
+                select(BanRow).where(BanRow.guild_id == guild_id).order_by(BanRow.created_at, BanRow.user_id)
+            )
+            return [_ban(row) for row in rows.all()]
+
+    async def add_blocked_word(self, guild_id: int, word: str, added_by: int) -> bool:
+        """Block a word or phrase (stored case-folded, spaces collapsed); False if it was already blocked."""
+        normalized = normalize_word(word)
+        values = {
+            "guild_id": guild_id,
+            "word": normalized,
+            "added_by": added_by,
+            "created_at": self._clock.now(),
+        }
+        async with self._sessions.begin() as session:
+            statement = self._insert(BlockedWordRow).values(values).on_conflict_do_nothing()
+            result = await session.execute(statement.returning(BlockedWordRow.word))
+            return result.first() is not None
+
+    async def remove_blocked_word(self, guild_id: int, word: str) -> bool:
+        """Unblock a word; False if it was not blocked."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                delete(BlockedWordRow)
+                .where(BlockedWordRow.guild_id == guild_id, BlockedWordRow.word == normalize_word(word))
+                .returning(BlockedWordRow.word)
+            )
+            return result.first() is not None
+
+    async def blocked_words(self, guild_id: int) -> list[str]:
+        """The guild's blocked words, case-folded, in alphabetical order."""
+        async with self._read_sessions.begin() as session:
+            words = await session.scalars(
+                select(BlockedWordRow.word)
+                .where(BlockedWordRow.guild_id == guild_id)
+                .order_by(BlockedWordRow.word)
+            )
+            return list(words.all())
+
+    # ---------------------------------------------------- moderator actions
+
+    async def record_action(
+        self,
+        guild_id: int,
+        moderator_id: int,
+        action: str,
+        target_user_id: int | None,
+        details: Mapping[str, Any],
+    ) -> None:
+        """Append to the guild's moderation log. `details` must serialise to JSON (datetimes become text)."""
+        row = ModeratorActionRow(
+            guild_id=guild_id,
+            moderator_id=moderator_id,
+            action=action,
+            target_user_id=target_user_id,
+            details=json.dumps(dict(details), sort_keys=True, default=str),
+            created_at=self._clock.now(),
+        )
+        async with self._sessions.begin() as session:
+            session.add(row)
+
+    async def actions(self, guild_id: int, limit: int = 25) -> list[ModeratorAction]:
+        """The guild's most recent moderator actions, newest first."""
+        async with self._read_sessions.begin() as session:
+            rows = await session.scalars(
+                select(ModeratorActionRow)
+                .where(ModeratorActionRow.guild_id == guild_id)
+                .order_by(ModeratorActionRow.created_at.desc(), ModeratorActionRow.id.desc())
+                .limit(limit)
+            )
+            return [_action(row) for row in rows.all()]
+
+    # -------------------------------------------------------------- helpers
+
+    def _insert(self, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+        """INSERT with ON CONFLICT: both backends spell it the same way, from their own dialect module."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(model)
+        return sqlite.insert(model)
+
+    def _upsert(
+        self, model: type[Base], keys: dict[str, Any], values: dict[str, Any]
+    ) -> postgresql.Insert | sqlite.Insert:
+        statement = self._insert(model).values({**keys, **values})
+        return statement.on_conflict_do_update(index_elements=list(keys), set_=values)
+
+
+def normalize_word(word: str) -> str:
+    normalized = " ".join(word.split()).casefold()
+    if not normalized:
+        raise ValueError("a blocked word cannot be empty")
+    if len(normalized) > MAX_WORD_CHARS:
+        raise ValueError(f"a blocked word is at most {MAX_WORD_CHARS} characters; got {len(normalized)}")
+    return normalized
+
+
+def _require_aware(moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware datetime")
+
+
+def _job(row: JobRow) -> Job:
+    spec = JobSpec(
+        kind=JobKind(row.kind),
+        user_id=row.user_id,
+        params=GenerationParams(
+            prompt=row.prompt,
+            negative_prompt=row.negative_prompt,
+            width=row.width,
+            height=row.height,
+            steps=row.steps,
+            guidance=row.guidance,
+            seed=row.seed,
+            aspect=row.aspect,
+        ),
+        guild_id=row.guild_id,
+        channel_id=row.channel_id,
+        parent_job_id=row.parent_job_id,
+        source_image_id=row.source_image_id,
+        strength=row.strength,
+        model=row.model,
+    )
+    return Job(
+        id=row.id,
+        spec=spec,
+        state=JobState(row.state),
+        created_at=row.created_at,
+        attempts=row.attempts,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error=row.error,
+    )
+
+
+def _image(row: ImageRow) -> StoredImage:
+    return StoredImage(
+        id=row.id,
+        job_id=row.job_id,
+        index=row.index,
+        seed=row.seed,
+        width=row.width,
+        height=row.height,
+        path=row.path,
+    )
+
+
+def _settings(row: GuildSettingsRow) -> GuildSettings:
+    return GuildSettings(
+        guild_id=row.guild_id,
+        daily_quota=row.daily_quota,
+        rate_per_minute=row.rate_per_minute,
+        rate_burst=row.rate_burst,
+        max_concurrent=row.max_concurrent,
+        max_steps=row.max_steps,
+        buttons_for_everyone=row.buttons_for_everyone,
+        updated_at=row.updated_at,
+    )
+
+
+def _override(row: QuotaOverrideRow) -> QuotaOverride:
+    return QuotaOverride(
+        guild_id=row.guild_id,
+        user_id=row.user_id,
+        daily_quota=row.daily_quota,
+        usage_reset_at=row.usage_reset_at,
+        set_by=row.set_by,
+        updated_at=row.updated_at,
+    )
+
+
+def _ban(row: BanRow) -> Ban:
+    return Ban(
+        guild_id=row.guild_id,
+        user_id=row.user_id,
+        reason=row.reason,
+        banned_by=row.banned_by,
+        created_at=row.created_at,
+    )
+
+
+def _action(row: ModeratorActionRow) -> ModeratorAction:
+    return ModeratorAction(
+        id=row.id,
+        guild_id=row.guild_id,
+        moderator_id=row.moderator_id,
+        action=row.action,
+        target_user_id=row.target_user_id,
+        details=json.loads(row.details),
+        created_at=row.created_at,
+    )

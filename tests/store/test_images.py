@@ -1,0 +1,61 @@
+"""ImageFiles: PNGs in a folder, written whole or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.store import ImageFiles
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    """The path is relative, bucketed by job; the image comes back fully loaded, in RGB."""
+    files = ImageFiles(tmp_path)
+    image = Image.new("RGBA", (8, 6), (10, 20, 30, 128))
+    path = files.save(123, 2, image)
+    assert path == "jobs/00/0000123/2.png"
+    loaded = files.load(path)
+    assert (loaded.mode, loaded.size, loaded.getpixel((0, 0))) == ("RGB", (8, 6), (10, 20, 30))
+    assert files.open_bytes(path) == (tmp_path / path).read_bytes()
+    assert files.open_bytes(path).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_layout_buckets() -> None:
+    assert ImageFiles.relative_path(1_234_567, 0) == "jobs/123/1234567/0.png"
+    assert ImageFiles.relative_path(9_999, 3) == "jobs/00/0009999/3.png"
+    assert ImageFiles.relative_path(10_000, 3) == "jobs/01/0010000/3.png"
+    with pytest.raises(ValueError, match="bad image address"):
+        ImageFiles.relative_path(-1, 0)
+
+
+def test_overwrite_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    files = ImageFiles(tmp_path)
+    files.save(1, 0, Image.new("RGB", (4, 4), (255, 0, 0)))
+    path = files.save(1, 0, Image.new("RGB", (4, 4), (0, 0, 255)))
+    assert files.load(path).getpixel((1, 1)) == (0, 0, 255)
+    assert [p.name for p in (tmp_path / path).parent.iterdir()] == ["0.png"]
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    """An encoder error (here: a mode PNG cannot hold) leaves neither the file nor a temp file."""
+    files = ImageFiles(tmp_path)
+    with pytest.raises(OSError, match="cannot write mode CMYK as PNG"):
+        files.save(5, 0, Image.new("CMYK", (4, 4)))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_oserror_surfaces(tmp_path: Path) -> None:
+    """A root that cannot hold folders: the OSError reaches the caller."""
+    (tmp_path / "root").write_text("not a folder")
+    with pytest.raises(OSError):  # noqa: PT011 - which OSError depends on the platform
+        ImageFiles(tmp_path / "root").save(1, 0, Image.new("RGB", (2, 2)))
+    with pytest.raises(FileNotFoundError):
+        ImageFiles(tmp_path).load("jobs/00/0000001/0.png")
+
+
+@pytest.mark.parametrize("path", ["../x.png", "/etc/passwd", "jobs/../../x.png", ""])
+def test_paths_stay_inside_the_folder(tmp_path: Path, path: str) -> None:
+    with pytest.raises(ValueError, match="not inside the image folder"):
+        ImageFiles(tmp_path).open_bytes(path)

@@ -1,0 +1,116 @@
+"""The migrations build exactly the schema the models describe, on an empty database, and go back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from bot.domain.clock import FakeClock
+from bot.domain.jobs import JobKind
+from bot.store import JobStore, create_engine, downgrade, migrate, schema_is_current
+from bot.store.database import MIGRATIONS_DIR
+from bot.store.models import Base
+
+from .factories import make_images, make_spec
+
+REPO_ROOT = MIGRATIONS_DIR.parent
+
+
+def _schema_diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
+    return list(compare_metadata(context, Base.metadata))
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+async def test_upgrade_builds_the_models_schema(db_url: str) -> None:
+    """`upgrade head` on an empty file gives a schema autogenerate finds nothing to change in."""
+    await migrate(db_url)
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_schema_diff) == []
+            tables = await connection.run_sync(_tables)
+        assert await schema_is_current(engine)
+    finally:
+        await engine.dispose()
+    assert tables == set(Base.metadata.tables) | {"alembic_version"}
+
+
+async def test_migrate_twice_is_a_no_op(db_url: str) -> None:
+    """Migrating at every start is safe."""
+    await migrate(db_url)
+    await migrate(db_url)
+    engine = create_engine(db_url)
+    try:
+        assert await schema_is_current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_empty_database_is_not_current(db_url: str) -> None:
+    """schema_is_current says no before the first migration."""
+    engine = create_engine(db_url)
+    try:
+        assert not await schema_is_current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrade_to_base_with_data(db_url: str, tmp_path: Path) -> None:
+    """Downgrade drops every table, even with jobs and images pointing at each other; upgrade works again."""
+    store = await JobStore.open(db_url, tmp_path / "images", FakeClock())
+    try:
+        parent = await store.create_job(make_spec())
+        await store.mark_running([parent.id])
+        [first, *_] = await store.complete_job(parent.id, make_images(), [1, 2, 3, 4])
+        await store.create_job(make_spec(JobKind.UPSCALE, parent_job_id=parent.id, source_image_id=first.id))
+        await store.update_guild_settings(1, daily_quota=5)
+        await store.ban(1, 2, "spam", 3)
+    finally:
+        await store.close()
+
+    await downgrade(db_url, "base")
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_tables) == {"alembic_version"}
+        assert not await schema_is_current(engine)
+        await migrate(db_url)
+        assert await schema_is_current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_alembic_command_line_from_the_repository_root(tmp_path: Path) -> None:
+    """`alembic upgrade head` finds its config in pyproject.toml and the URL in DATABASE_URL."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli' / 'imagine.db'}"
+    env = {**os.environ, "DATABASE_URL": url}
+    for args in (["upgrade", "head"], ["check"]):
+        result = subprocess.run(  # noqa: ASYNC221 - a short child process in a test
+            [sys.executable, "-m", "alembic", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    engine = create_engine(url)
+    try:
+        assert await schema_is_current(engine)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,220 @@
+"""The same migrations and store on PostgreSQL (asyncpg).
+
+Each test gets a database of its own, created and dropped here, so reruns start clean. The server is
+$TEST_POSTGRES_URL, else postgresql+asyncpg://postgres@127.0.0.1:5432/test (then the same as root).
+Without a server the tests are skipped, except under CI (CI set), where a missing server fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.domain.clock import FakeClock
+from bot.domain.errors import InvalidTransition
+from bot.domain.jobs import JobKind, JobState
+from bot.store import (
+    GuildSettings,
+    ImageFiles,
+    JobStore,
+    create_engine,
+    downgrade,
+    migrate,
+    schema_is_current,
+)
+from bot.store.models import Base
+
+from .factories import make_images, make_spec
+
+DEFAULT_URLS = (
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+    "postgresql+asyncpg://root@127.0.0.1:5432/test",
+)
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _server_urls() -> Sequence[str]:
+    configured = os.environ.get("TEST_POSTGRES_URL")
+    return (configured,) if configured else DEFAULT_URLS
+
+
+async def _reachable_server(urls: Sequence[str]) -> str:
+    """The first URL that answers; otherwise skip (locally) or fail (CI)."""
+    problems = []
+    for url in urls:
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            async with asyncio.timeout(10), engine.connect() as connection:
+                await connection.exec_driver_sql("SELECT 1")
+            return url
+        except (OSError, DBAPIError, TimeoutError) as error:
+            problems.append(f"{make_url(url).render_as_string()}: {str(error).splitlines()[0]}")
+        finally:
+            await engine.dispose()
+    message = "PostgreSQL is not reachable (" + "; ".join(problems) + ")"
+    if _under_ci():
+        pytest.fail(f"{message}. CI is set, so this is an error, not a skip.")
+    pytest.skip(f"{message}. Start PostgreSQL or set TEST_POSTGRES_URL to run these tests.")
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A new, empty database on the server, dropped afterwards."""
+    server = await _reachable_server(_server_urls())
+    name = f"imagine_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.dispose()
+
+
+@pytest.fixture
+async def pg_store(pg_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[JobStore]:
+    store = await JobStore.open(pg_url, tmp_path / "images", clock)
+    yield store
+    await store.close()
+
+
+def _schema_diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
+    return list(compare_metadata(context, Base.metadata))
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+async def test_unreachable_server_skips_locally_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    nowhere = ["postgresql+asyncpg://postgres@127.0.0.1:1/test"]
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not reachable"):
+        await _reachable_server(nowhere)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        await _reachable_server(nowhere)
+
+
+async def test_migrations(pg_url: str, tmp_path: Path) -> None:
+    """Upgrade matches the models, is idempotent, and downgrades to nothing with data in place."""
+    await migrate(pg_url)
+    await migrate(pg_url)
+    engine = create_engine(pg_url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_schema_diff) == []
+        assert await schema_is_current(engine)
+
+        store = JobStore(engine, ImageFiles(tmp_path), FakeClock())
+        parent = await store.create_job(make_spec())
+        await store.mark_running([parent.id])
+        [image, *_] = await store.complete_job(parent.id, make_images(), [1, 2, 3, 4])
+        await store.create_job(
+            make_spec(JobKind.VARIATION, parent_job_id=parent.id, source_image_id=image.id)
+        )
+
+        await downgrade(pg_url, "base")
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_tables) == {"alembic_version"}
+        await migrate(pg_url)
+        assert await schema_is_current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_jobs_and_races(pg_store: JobStore, clock: FakeClock) -> None:
+    """Lifecycle, cancel-while-running, concurrent mark_running, recovery."""
+    store = pg_store
+    jobs = await asyncio.gather(*(store.create_job(make_spec(user_id=2**63 - 1)) for _ in range(6)))
+    ids = [job.id for job in jobs]
+    # Two dispatchers racing for the same jobs (a bug): one moves them all, the other moves none.
+    results = await asyncio.gather(store.mark_running(ids), store.mark_running(ids), return_exceptions=True)
+    assert sorted(map(type, results), key=str) == sorted([list, InvalidTransition], key=str)
+    assert ids in results
+    assert {job.attempts for job in await store.get_jobs(ids)} == {1}
+
+    done, cancelled, requeued, tired, *_ = ids
+    clock.advance(10)
+    stored = await store.complete_job(done, make_images(), [0, 1, 2, 2**32 - 1])
+    assert [image.seed for image in await store.job_images(done)] == [0, 1, 2, 2**32 - 1]
+    assert (await store.load_image(stored[3].id)).mode == "RGB"
+
+    await store.cancel_job(cancelled)
+    assert await store.complete_job(cancelled, make_images(), [1, 2, 3, 4]) == []
+    assert (await store.get_job(cancelled)).state is JobState.CANCELLED
+
+    await store.requeue_jobs([requeued], "Out of GPU memory.")
+    assert (await store.get_job(requeued)).state is JobState.QUEUED
+    await store.requeue_jobs([tired], "again")
+    await store.mark_running([tired])
+    report = await store.recover_interrupted(max_attempts=2)
+    assert report.failed == [tired]
+    assert set(report.requeued) == set(ids[4:])
+    failed = await store.get_job(tired)
+    assert failed.error == "The bot restarted 2 times while making this image; giving up."
+    assert failed.finished_at == clock.now()
+    assert failed.finished_at.tzinfo is UTC
+
+
+async def test_usage_and_moderation(pg_store: JobStore, clock: FakeClock) -> None:
+    store = pg_store
+    guild, user, mod = 2**62, 2**63 - 1, 2**61
+    start = clock.now()
+    job = await store.create_job(make_spec(user_id=user, guild_id=guild))
+    await store.cancel_job(job.id)  # cancelled before it started: does not count
+    await store.create_job(make_spec(user_id=user, guild_id=guild))
+    assert await store.count_jobs_since(guild, user, start) == 1
+    clock.advance(5)
+    await store.reset_usage(guild, user, mod)
+    assert await store.count_jobs_since(guild, user, start) == 0
+    override = await store.set_quota_override(guild, user, 50, mod)
+    assert (override.daily_quota, override.usage_reset_at) == (50, clock.now())
+    assert await store.active_jobs(user) == 1
+
+    assert await store.get_guild_settings(guild) == GuildSettings(guild_id=guild)
+    await store.update_guild_settings(guild, daily_quota=10)
+    settings = await store.update_guild_settings(guild, buttons_for_everyone=True)
+    assert (settings.daily_quota, settings.buttons_for_everyone) == (10, True)
+
+    await store.ban(guild, user, "spam", mod)
+    assert await store.is_banned(guild, user)
+    assert await store.unban(guild, user)
+    assert not await store.unban(guild, user)
+    assert await store.add_blocked_word(guild, "Gore", mod)
+    assert not await store.add_blocked_word(guild, "gore", mod)
+    assert await store.blocked_words(guild) == ["gore"]
+    await store.record_action(guild, mod, "ban", user, {"reason": "spam"})
+    [action] = await store.actions(guild)
+    assert (action.action, action.details, action.created_at) == ("ban", {"reason": "spam"}, clock.now())
+
+
+async def test_timezones(pg_url: str, tmp_path: Path) -> None:
+    """timestamptz keeps the instant; it comes back in UTC."""
+    clock = FakeClock(datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))))
+    async with await JobStore.open(pg_url, tmp_path, clock) as store:
+        job = await store.create_job(make_spec())
+        stored = await store.get_job(job.id)
+    assert stored.created_at == clock.now()
+    assert stored.created_at.isoformat() == "2026-03-01T18:00:00+00:00"
