@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.domain.clock import Clock, SystemClock
+from bot.moderation import ModerationService
 from bot.scheduler.backend import GenerationBackend
 from bot.scheduler.scheduler import GpuScheduler
 from bot.service import ImagineService
@@ -28,6 +29,7 @@ class ImagineApp:
     store: JobStore
     scheduler: GpuScheduler
     service: ImagineService
+    moderation: ModerationService
 
     @classmethod
     async def start(
@@ -63,7 +65,7 @@ class ImagineApp:
             user_limits=settings.user_limits(),
             clock=clock,
         )
-        return cls(settings, store, scheduler, service)
+        return cls(settings, store, scheduler, service, ModerationService(store, scheduler, service))
 
     async def close(self) -> None:
         await self.scheduler.stop()

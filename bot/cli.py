@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]{error}[/red]")
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
-    handlers = {"migrate": _migrate, "generate": _generate, "doctor": _doctor}
+    handlers = {"run": _run, "migrate": _migrate, "generate": _generate, "doctor": _doctor}
     try:
         return asyncio.run(handlers[args.command](settings, args))
     except KeyboardInterrupt:
@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagine-bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
     commands.add_parser("migrate", help="upgrade the database to the newest schema")
     generate = commands.add_parser("generate", help="make one 2×2 grid locally, without Discord")
     generate.add_argument("prompt", help='the prompt, flags included: "a lighthouse --ar 3:2 --seed 7"')
@@ -71,6 +72,12 @@ def _make_tiny_model(path: Path) -> int:
         f"Wrote a tiny random-weight SDXL pipeline to {path}. Try: MODEL={path} imagine-bot generate …"
     )
     return 0
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.discord_app.runner import run_bot
+
+    return await run_bot(settings, console)
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -181,10 +188,9 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _safe_url(url: str) -> str:
-    """A database URL without its password, for printing."""
-    from sqlalchemy.engine import make_url
+    from bot.store.database import describe_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    return describe_url(url)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,8 @@ class ImagineService:
         parent, image = await self._image_of(job_id, index)
         guild = await self._guild_settings(requester)
         await self._check_may_use(requester, parent, guild)
+        if parent.kind is JobKind.UPSCALE:
+            raise InvalidRequest("Variations start from a grid image; use V1–V4 on the grid this came from.")
         params = replace(
             parent.spec.params, width=image.width, height=image.height, seed=random_seed(self._rng)
         )
@@ -140,6 +142,18 @@ class ImagineService:
             source_image_id=image.id,
             strength=self.generation.upscale_strength,
         )
+
+    async def check_may_use(self, requester: Requester, job_id: int) -> Job:
+        """The job, if the requester may press its buttons; NotAllowed otherwise."""
+        job = await self.store.get_job(job_id)
+        await self._check_may_use(requester, job, await self._guild_settings(requester))
+        return job
+
+    async def image_for(self, requester: Requester, job_id: int, index: int) -> tuple[Job, StoredImage]:
+        """One image of a finished job, for a member allowed to use it."""
+        job, image = await self._image_of(job_id, index)
+        await self._check_may_use(requester, job, await self._guild_settings(requester))
+        return job, image
 
     # -- requests about jobs ------------------------------------------------------------------------------
 

@@ -175,3 +175,35 @@ class ModeratorActionRow(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_moderator_actions_guild_id_created_at", "guild_id", "created_at"),)
+
+
+class DeliveryRow(Base):
+    """Where a Discord job's status message lives, and whether its result has been delivered."""
+
+    __tablename__ = "deliveries"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)  # the status message
+    interaction_token: Mapped[str | None] = mapped_column(Text)  # a secret; cleared once delivered
+    token_expires_at: Mapped[datetime | None]
+    upload_limit: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime | None]  # a new message was about to be sent
+    delivered_at: Mapped[datetime | None]
+    result_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    result_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_deliveries_delivered_at", "delivered_at"),)
+
+
+class PostedMessageRow(Base):
+    """A message of the bot's that shows a job's images, so reactions on it can be traced to the image."""
+
+    __tablename__ = "posted_messages"
+
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    image_index: Mapped[int | None] = mapped_column(Integer)  # None: the whole grid
+    created_at: Mapped[datetime]

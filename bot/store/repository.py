@@ -82,6 +82,21 @@ class JobStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    # Shared with the other stores of this package (deliveries) that use the same engine.
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Units of work that may write."""
+        return self._sessions
+
+    @property
+    def read_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Units of work that only read (on SQLite they never wait for a writer)."""
+        return self._read_sessions
+
     async def __aenter__(self) -> JobStore:
         return self
 
@@ -466,7 +481,7 @@ class JobStore:
             return await self.get_guild_settings(guild_id)
         values["updated_at"] = self._clock.now()
         async with self._sessions.begin() as session:
-            await session.execute(self._upsert(GuildSettingsRow, {"guild_id": guild_id}, values))
+            await session.execute(self.upsert(GuildSettingsRow, {"guild_id": guild_id}, values))
             row = await session.get(GuildSettingsRow, guild_id, populate_existing=True)
             assert row is not None
             return _settings(row)
@@ -494,7 +509,7 @@ class JobStore:
     async def _write_override(self, guild_id: int, user_id: int, values: dict[str, Any]) -> QuotaOverride:
         async with self._sessions.begin() as session:
             keys = {"guild_id": guild_id, "user_id": user_id}
-            await session.execute(self._upsert(QuotaOverrideRow, keys, values))
+            await session.execute(self.upsert(QuotaOverrideRow, keys, values))
             row = await session.get(QuotaOverrideRow, (guild_id, user_id), populate_existing=True)
             assert row is not None
             return _override(row)
@@ -505,7 +520,7 @@ class JobStore:
         """Ban the member from /imagine in this guild (banning again replaces the reason)."""
         values = {"reason": reason, "banned_by": by, "created_at": self._clock.now()}
         async with self._sessions.begin() as session:
-            await session.execute(self._upsert(BanRow, {"guild_id": guild_id, "user_id": user_id}, values))
+            await session.execute(self.upsert(BanRow, {"guild_id": guild_id, "user_id": user_id}, values))
             row = await session.get(BanRow, (guild_id, user_id), populate_existing=True)
             assert row is not None
             return _ban(row)
@@ -611,7 +626,7 @@ class JobStore:
             return postgresql.insert(model)
         return sqlite.insert(model)
 
-    def _upsert(
+    def upsert(
         self, model: type[Base], keys: dict[str, Any], values: dict[str, Any]
     ) -> postgresql.Insert | sqlite.Insert:
         statement = self._insert(model).values({**keys, **values})

@@ -1,0 +1,85 @@
+"""The Discord client: loads the cogs, registers persistent buttons, syncs commands, starts delivery."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import ImagineApp
+from bot.discord_app.components import DYNAMIC_ITEMS
+from bot.discord_app.delivery import DeliveryManager
+from bot.discord_app.errors import reply_error
+from bot.domain.clock import Clock, SystemClock
+from bot.store.deliveries import DeliveryStore
+
+log = logging.getLogger(__name__)
+
+COGS = ("bot.discord_app.cogs.imagine", "bot.discord_app.cogs.moderation")
+
+
+def intents() -> discord.Intents:
+    """Only what the bot uses: guilds and reactions. No privileged intents (no message content)."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_reactions = True
+    return wanted
+
+
+class ImagineTree(app_commands.CommandTree["ImagineBot"]):
+    async def on_error(
+        self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
+    ) -> None:
+        await reply_error(interaction, error)
+
+
+class ImagineBot(commands.Bot):
+    def __init__(
+        self,
+        app: ImagineApp,
+        *,
+        guild_id: int | None = None,
+        clock: Clock | None = None,
+        edit_interval: float | None = None,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # slash commands only; no message content needed
+            intents=intents(),
+            tree_cls=ImagineTree,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.app = app
+        self.sync_guild_id = guild_id
+        self.delivery_store = DeliveryStore(app.store)
+        clock = clock or SystemClock()
+        options = {} if edit_interval is None else {"edit_interval": edit_interval}
+        self.delivery = DeliveryManager(self, app.store, self.delivery_store, app.scheduler, clock, **options)
+        self.button_actions: Any = None
+
+    async def setup_hook(self) -> None:
+        for cog in COGS:
+            await self.load_extension(cog)
+        self.button_actions = self.get_cog("ImagineCog")
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        if self.sync_guild_id is not None:
+            guild = discord.Object(self.sync_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("synced %d slash commands", len(synced), extra={"guild_id": self.sync_guild_id})
+        await self.delivery.start()
+
+    async def on_ready(self) -> None:
+        log.info("connected to Discord", extra={"user": str(self.user), "guilds": len(self.guilds)})
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        log.exception("error in event handler %s", event_method)
+
+    async def close(self) -> None:
+        await self.delivery.stop()
+        await super().close()

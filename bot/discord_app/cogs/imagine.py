@@ -1,0 +1,220 @@
+"""Member commands and buttons: /imagine, /queue, /cancel, /usage, U/V/🔄 buttons and reactions."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_app import presenters
+from bot.discord_app.components import single_view
+from bot.discord_app.errors import reply_error
+from bot.domain.errors import ImagineError, InvalidRequest
+from bot.domain.jobs import Job
+from bot.domain.members import Requester
+from bot.domain.params import ASPECT_CHOICES, MAX_SEED
+from bot.imaging import encode_for_upload
+
+if TYPE_CHECKING:
+    from bot.discord_app.client import ImagineBot
+
+log = logging.getLogger(__name__)
+
+VARIATION_EMOJIS = {"1️⃣": 0, "2️⃣": 1, "3️⃣": 2, "4️⃣": 3}
+SINGLE_VARIATION_EMOJI = "🔁"
+
+
+def requester_of(interaction: discord.Interaction[Any]) -> Requester:
+    user = interaction.user
+    permissions = user.guild_permissions if isinstance(user, discord.Member) else None
+    return Requester(
+        user_id=user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        is_moderator=bool(permissions and (permissions.manage_guild or permissions.administrator)),
+    )
+
+
+class ImagineCog(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @property
+    def service(self):  # type: ignore[no-untyped-def]
+        return self.bot.app.service
+
+    # -- /imagine ---------------------------------------------------------------------------------------
+
+    @app_commands.command(name="imagine", description="Make four images from a prompt")
+    @app_commands.describe(
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text --steps 30 --guidance 6",
+        negative="What to keep out of the image",
+        aspect="Aspect ratio (snapped to a size the model was trained on)",
+        seed="Seed of the first image, to make it again",
+    )
+    @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_CHOICES])
+    async def imagine(
+        self,
+        interaction: discord.Interaction[Any],
+        prompt: app_commands.Range[str, 1, 2000],
+        negative: app_commands.Range[str, 0, 1000] | None = None,
+        aspect: app_commands.Choice[str] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+    ) -> None:
+        requester = requester_of(interaction)
+        await self._start_job(
+            interaction,
+            lambda: self.service.imagine(
+                requester, prompt, negative=negative, aspect=aspect.value if aspect else None, seed=seed
+            ),
+        )
+
+    # -- /queue, /cancel, /usage ---------------------------------------------------------------------------
+
+    @app_commands.command(name="queue", description="Your jobs waiting or running, with their place and ETA")
+    async def queue(self, interaction: discord.Interaction[Any]) -> None:
+        jobs = await self.service.my_jobs(requester_of(interaction))
+        if not jobs:
+            await interaction.response.send_message("You have no jobs waiting or running.", ephemeral=True)
+            return
+        lines = []
+        for job, info in jobs:
+            prompt = presenters.truncate(job.spec.params.prompt, 60)
+            if info is None or info.position == 0:
+                where = "running now"
+            else:
+                where = f"#{info.position} in line, {presenters.duration_words(info.eta_seconds)}"
+            lines.append(f"**#{job.id}** {presenters.KIND_WORDS[job.kind]} “{prompt}”: {where}")
+        await interaction.response.send_message("\n".join(lines)[: presenters.CONTENT_LIMIT], ephemeral=True)
+
+    @app_commands.command(name="cancel", description="Cancel one of your jobs (the newest if you don't say)")
+    @app_commands.describe(job="The job number (shown in /queue and under each image)")
+    async def cancel_command(self, interaction: discord.Interaction[Any], job: int | None = None) -> None:
+        requester = requester_of(interaction)
+        if job is None:
+            mine = await self.service.my_jobs(requester)
+            if not mine:
+                raise InvalidRequest("You have no jobs waiting or running.")
+            job = mine[-1][0].id
+        cancelled = await self.service.cancel(requester, job)
+        await interaction.response.send_message(f"Cancelled job #{cancelled.id}.", ephemeral=True)
+
+    @app_commands.command(name="usage", description="How many jobs you have left today")
+    async def usage(self, interaction: discord.Interaction[Any]) -> None:
+        usage = await self.service.usage(requester_of(interaction))
+        await interaction.response.send_message(presenters.usage_text(usage), ephemeral=True)
+
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        await reply_error(interaction, error)
+
+    # -- buttons (called by the DynamicItems in components.py) ---------------------------------------------
+
+    async def show_single(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None:
+        requester = requester_of(interaction)
+        job, image = await self.service.image_for(requester, job_id, index)
+        await interaction.response.defer(thinking=True)
+        picture = await self.bot.app.store.load_image(image.id)
+        data, extension = encode_for_upload(picture, getattr(interaction, "filesize_limit", 10 * 1024 * 1024))
+        filename = f"imagine-{job.id}-{index + 1}.{extension}"
+        embed = presenters.single_embed(job, index, image.seed, image_url=f"attachment://{filename}")
+        message = await interaction.edit_original_response(
+            embed=embed,
+            attachments=[discord.File(io.BytesIO(data), filename=filename)],
+            view=single_view(job.id, index),
+        )
+        await self.bot.delivery_store.record_message(message.id, message.channel.id, job.id, index)
+
+    async def vary(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None:
+        requester = requester_of(interaction)
+        await self.service.check_may_use(requester, job_id)
+        await self._start_job(interaction, lambda: self.service.vary(requester, job_id, index))
+
+    async def upscale(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None:
+        requester = requester_of(interaction)
+        await self.service.check_may_use(requester, job_id)
+        await self._start_job(interaction, lambda: self.service.upscale(requester, job_id, index))
+
+    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        requester = requester_of(interaction)
+        await self.service.check_may_use(requester, job_id)
+        await self._start_job(interaction, lambda: self.service.reroll(requester, job_id))
+
+    async def cancel(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        cancelled = await self.service.cancel(requester_of(interaction), job_id)
+        await interaction.response.send_message(f"Cancelled job #{cancelled.id}.", ephemeral=True)
+
+    async def _start_job(
+        self, interaction: discord.Interaction[Any], make: Callable[[], Awaitable[Job]]
+    ) -> None:
+        """Answer inside Discord's 3 seconds, then queue the job; refusals become an ephemeral message."""
+        await interaction.response.defer(thinking=True)
+        try:
+            job = await make()
+        except ImagineError as error:
+            # The public "thinking…" message goes away; the reason is shown to the member alone.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+            await interaction.followup.send(str(error), ephemeral=True)
+            return
+        await self.bot.delivery.track(job, channel_id=interaction.channel_id or 0, interaction=interaction)
+
+    # -- reactions ------------------------------------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        """1️⃣–4️⃣ on a grid, or 🔁 on a single image, asks for variations of that image."""
+        if payload.member is None or payload.member.bot or payload.guild_id is None:
+            return
+        emoji = str(payload.emoji)
+        if emoji not in VARIATION_EMOJIS and emoji != SINGLE_VARIATION_EMOJI:
+            return
+        target = await self.bot.delivery_store.message_target(payload.message_id)
+        if target is None:
+            return
+        job_id, shown_index = target
+        if shown_index is None:
+            index = VARIATION_EMOJIS.get(emoji)
+        else:
+            index = shown_index if emoji == SINGLE_VARIATION_EMOJI else None
+        if index is None:
+            return
+        permissions = payload.member.guild_permissions
+        requester = Requester(
+            user_id=payload.member.id,
+            guild_id=payload.guild_id,
+            channel_id=payload.channel_id,
+            is_moderator=permissions.manage_guild or permissions.administrator,
+        )
+        channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        reference = discord.MessageReference(
+            message_id=payload.message_id, channel_id=payload.channel_id, fail_if_not_exists=False
+        )
+        mention = payload.member.mention
+        try:
+            job = await self.service.vary(requester, job_id, index)
+        except ImagineError as error:
+            await channel.send(
+                f"{mention} {error}",
+                reference=reference,
+                delete_after=30,
+                allowed_mentions=discord.AllowedMentions(users=True),
+            )
+            return
+        status = await channel.send(
+            f"{mention} variations of image {index + 1} coming up.",
+            reference=reference,
+            allowed_mentions=discord.AllowedMentions(users=True),
+        )
+        await self.bot.delivery.track(job, channel_id=payload.channel_id, message=status)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(ImagineCog(bot))

@@ -1,0 +1,199 @@
+"""Moderator commands: hidden from members (Manage Server), and checked again by the service when run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_app import presenters
+from bot.discord_app.cogs.imagine import requester_of
+from bot.discord_app.errors import reply_error
+from bot.store.repository import GuildSettingsChanges
+
+if TYPE_CHECKING:
+    from bot.discord_app.client import ImagineBot
+
+MODERATORS = discord.Permissions(manage_guild=True)
+
+
+T = TypeVar("T")
+
+
+def _moderator_only(command: T) -> T:
+    command = app_commands.default_permissions(manage_guild=True)(command)
+    return app_commands.guild_only()(command)
+
+
+class ModerationCog(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @property
+    def moderation(self):  # type: ignore[no-untyped-def]
+        return self.bot.app.moderation
+
+    async def _reply(self, interaction: discord.Interaction[Any], text: str) -> None:
+        await interaction.response.send_message(text[: presenters.CONTENT_LIMIT], ephemeral=True)
+
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        await reply_error(interaction, error)
+
+    # -- /quota -------------------------------------------------------------------------------------------
+
+    quota = app_commands.Group(
+        name="quota", description="Members' daily quotas", guild_only=True, default_permissions=MODERATORS
+    )
+
+    @quota.command(name="show", description="A member's usage today and their quota")
+    async def quota_show(self, interaction: discord.Interaction[Any], member: discord.Member) -> None:
+        result = await self.moderation.show_quota(requester_of(interaction), member.id)
+        usage = result.usage
+        limit = "no limit" if usage.daily_quota is None else f"{usage.daily_quota} a day"
+        own = " (set for them)" if result.override is not None else " (server default)"
+        await self._reply(
+            interaction, f"{member.mention} has used {usage.used_today} jobs today; quota: {limit}{own}."
+        )
+
+    @quota.command(name="set", description="Give a member their own daily quota")
+    @app_commands.describe(jobs="Jobs per day for this member")
+    async def quota_set(
+        self,
+        interaction: discord.Interaction[Any],
+        member: discord.Member,
+        jobs: app_commands.Range[int, 0, 10_000],
+    ) -> None:
+        await self.moderation.set_quota(requester_of(interaction), member.id, jobs)
+        await self._reply(interaction, f"{member.mention} can now make {jobs} jobs a day.")
+
+    @quota.command(name="reset", description="Start a member's count for today again from zero")
+    async def quota_reset(self, interaction: discord.Interaction[Any], member: discord.Member) -> None:
+        await self.moderation.reset_quota(requester_of(interaction), member.id)
+        await self._reply(interaction, f"{member.mention}'s usage for today is back to zero.")
+
+    @quota.command(name="default", description="The daily quota of every member without their own")
+    async def quota_default(
+        self, interaction: discord.Interaction[Any], jobs: app_commands.Range[int, 0, 10_000]
+    ) -> None:
+        await self.moderation.set_default_quota(requester_of(interaction), jobs)
+        await self._reply(interaction, f"Members can now make {jobs} jobs a day (unless set otherwise).")
+
+    # -- /limits ------------------------------------------------------------------------------------------
+
+    @app_commands.command(name="limits", description="Show or change this server's limits")
+    @app_commands.describe(
+        rate_per_minute="Requests a member may make per minute",
+        burst="Requests allowed at once before the rate applies",
+        concurrent="Jobs a member may have queued or running",
+        max_steps="Most denoising steps a job may ask for",
+        everyone_buttons="Let everyone press the buttons on anyone's images (counts against the presser)",
+    )
+    @_moderator_only
+    async def limits(
+        self,
+        interaction: discord.Interaction[Any],
+        rate_per_minute: app_commands.Range[int, 1, 600] | None = None,
+        burst: app_commands.Range[int, 1, 100] | None = None,
+        concurrent: app_commands.Range[int, 1, 100] | None = None,
+        max_steps: app_commands.Range[int, 1, 150] | None = None,
+        everyone_buttons: bool | None = None,
+    ) -> None:
+        changes: GuildSettingsChanges = {}
+        if rate_per_minute is not None:
+            changes["rate_per_minute"] = rate_per_minute
+        if burst is not None:
+            changes["rate_burst"] = burst
+        if concurrent is not None:
+            changes["max_concurrent"] = concurrent
+        if max_steps is not None:
+            changes["max_steps"] = max_steps
+        if everyone_buttons is not None:
+            changes["buttons_for_everyone"] = everyone_buttons
+        settings = await self.moderation.update_limits(requester_of(interaction), changes)
+        defaults = self.bot.app.service.user_limits
+        generation = self.bot.app.service.generation
+
+        def value(own: object, default: object) -> str:
+            return f"{own}" if own is not None else f"{default} (default)"
+
+        lines = [
+            "**Limits on this server**" + (" (updated)" if changes else ""),
+            f"Rate: {value(settings.rate_per_minute, defaults.rate_per_minute)} per minute, "
+            f"burst {value(settings.rate_burst, defaults.burst)}",
+            f"Jobs in flight per member: {value(settings.max_concurrent, defaults.max_concurrent)}",
+            f"Daily quota: {value(settings.daily_quota, defaults.daily_quota)}",
+            f"Max steps: {value(settings.max_steps, generation.max_steps)}",
+            f"Everyone may press buttons: {'yes' if settings.buttons_for_everyone else 'no'}",
+        ]
+        await self._reply(interaction, "\n".join(lines))
+
+    # -- /ban, /unban ---------------------------------------------------------------------------------------
+
+    @app_commands.command(name="ban", description="Stop a member from using the image bot (not a server ban)")
+    @_moderator_only
+    async def ban(
+        self,
+        interaction: discord.Interaction[Any],
+        member: discord.Member,
+        reason: app_commands.Range[str, 1, 500] = "no reason given",
+    ) -> None:
+        await self.moderation.ban(requester_of(interaction), member.id, reason)
+        await self._reply(
+            interaction, f"{member.mention} can no longer use the image bot here; their jobs were cancelled."
+        )
+
+    @app_commands.command(name="unban", description="Let a member use the image bot again")
+    @_moderator_only
+    async def unban(self, interaction: discord.Interaction[Any], member: discord.Member) -> None:
+        removed = await self.moderation.unban(requester_of(interaction), member.id)
+        text = "can use the image bot again" if removed else "was not banned from the image bot"
+        await self._reply(interaction, f"{member.mention} {text}.")
+
+    # -- /queue-clear ---------------------------------------------------------------------------------------
+
+    # Discord cannot hide one subcommand of /queue from members, so clearing is its own command.
+    @app_commands.command(name="queue-clear", description="Cancel queued jobs: everyone's, or one member's")
+    @_moderator_only
+    async def queue_clear(
+        self, interaction: discord.Interaction[Any], member: discord.Member | None = None
+    ) -> None:
+        count = await self.moderation.clear_queue(requester_of(interaction), member.id if member else None)
+        whose = f"{member.mention}'s" if member else "the server's"
+        await self._reply(interaction, f"Cancelled {count} of {whose} queued jobs.")
+
+    # -- /blocked-words -------------------------------------------------------------------------------------
+
+    blocked = app_commands.Group(
+        name="blocked-words",
+        description="Words a prompt may not contain",
+        guild_only=True,
+        default_permissions=MODERATORS,
+    )
+
+    @blocked.command(name="add", description="Refuse prompts containing this word or phrase")
+    async def blocked_add(
+        self, interaction: discord.Interaction[Any], word: app_commands.Range[str, 1, 100]
+    ) -> None:
+        added = await self.moderation.add_blocked_word(requester_of(interaction), word)
+        await self._reply(interaction, f"Blocked “{word}”." if added else f"“{word}” was already blocked.")
+
+    @blocked.command(name="remove", description="Allow this word or phrase again")
+    async def blocked_remove(
+        self, interaction: discord.Interaction[Any], word: app_commands.Range[str, 1, 100]
+    ) -> None:
+        removed = await self.moderation.remove_blocked_word(requester_of(interaction), word)
+        await self._reply(interaction, f"Unblocked “{word}”." if removed else f"“{word}” was not blocked.")
+
+    @blocked.command(name="list", description="The blocked words and phrases")
+    async def blocked_list(self, interaction: discord.Interaction[Any]) -> None:
+        words = await self.moderation.blocked_words(requester_of(interaction))
+        text = ", ".join(f"“{word}”" for word in words) if words else "No words are blocked."
+        await self._reply(interaction, text)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(ModerationCog(bot))

@@ -1,0 +1,144 @@
+"""What members see: embeds and texts for each stage of a job, within Discord's limits.
+
+Pure functions of the job and its progress, so every message can be checked without Discord.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import discord
+
+from bot.domain.jobs import Job, JobKind
+from bot.scheduler.events import JobUpdate, QueueInfo
+from bot.service import Usage
+
+# Discord's limits (the API rejects anything longer).
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 4096
+FIELD_LIMIT = 1024
+CONTENT_LIMIT = 2000
+
+QUEUED_COLOUR = discord.Colour.light_grey()
+RUNNING_COLOUR = discord.Colour.blurple()
+DONE_COLOUR = discord.Colour.green()
+FAILED_COLOUR = discord.Colour.red()
+
+KIND_WORDS = {
+    JobKind.GENERATE: "Imagine",
+    JobKind.REROLL: "Reroll",
+    JobKind.VARIATION: "Variations",
+    JobKind.UPSCALE: "Upscale 2×",
+}
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def progress_bar(fraction: float, width: int = 16) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+def duration_words(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"about {round(seconds)} s"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def _base(job: Job, colour: discord.Colour) -> discord.Embed:
+    params = job.spec.params
+    embed = discord.Embed(
+        title=truncate(params.prompt, TITLE_LIMIT),
+        colour=colour,
+    )
+    if params.negative_prompt:
+        embed.add_field(name="Without", value=truncate(params.negative_prompt, FIELD_LIMIT), inline=False)
+    embed.set_footer(text=f"{KIND_WORDS[job.kind]} · job #{job.id}")
+    return embed
+
+
+def queued_embed(job: Job, info: QueueInfo | None) -> discord.Embed:
+    embed = _base(job, QUEUED_COLOUR)
+    if info is None or info.position == 0:
+        embed.description = "⏳ Starting…"
+    else:
+        ahead = info.position - 1
+        embed.description = (
+            f"⏳ Queued: position {info.position}"
+            + (f" ({ahead} job{'s' if ahead != 1 else ''} ahead)" if ahead else " (next up)")
+            + f", ready in {duration_words(info.eta_seconds)}."
+        )
+    return embed
+
+
+def progress_embed(job: Job, update: JobUpdate) -> discord.Embed:
+    embed = _base(job, RUNNING_COLOUR)
+    percent = round(update.fraction * 100)
+    bar = progress_bar(update.fraction)
+    embed.description = f"🎨 Generating `{bar}` {percent}% (step {update.step}/{update.total_steps})"
+    return embed
+
+
+def result_embed(job: Job, *, image_url: str, parent_url: str | None = None) -> discord.Embed:
+    """The finished job with its provenance: everything needed to make the same image again."""
+    params = job.spec.params
+    embed = _base(job, DONE_COLOUR)
+    width, height = (
+        (params.width * 2, params.height * 2)
+        if job.kind is JobKind.UPSCALE
+        else (
+            params.width,
+            params.height,
+        )
+    )
+    embed.add_field(name="Seed", value=str(params.seed))
+    embed.add_field(name="Size", value=f"{width}×{height} ({params.aspect})")
+    embed.add_field(name="Steps · guidance", value=f"{params.steps} · {params.guidance:g}")
+    if job.started_at and job.finished_at:
+        embed.add_field(name="Time", value=f"{(job.finished_at - job.started_at).total_seconds():.1f} s")
+    if job.spec.parent_job_id is not None:
+        origin = f"job #{job.spec.parent_job_id}"
+        embed.add_field(name="From", value=f"[{origin}]({parent_url})" if parent_url else origin)
+    embed.set_image(url=image_url)
+    return embed
+
+
+def single_embed(job: Job, index: int, seed: int, *, image_url: str) -> discord.Embed:
+    embed = result_embed(job, image_url=image_url)
+    embed.set_field_at(0, name="Seed", value=str(seed))
+    embed.set_footer(text=f"Image {index + 1} of job #{job.id}")
+    return embed
+
+
+def failed_embed(job: Job, reason: str) -> discord.Embed:
+    embed = _base(job, FAILED_COLOUR)
+    embed.description = (
+        f"❌ Sorry, this didn't work: {truncate(reason, 1500)}\nIt doesn't count against your daily quota."
+    )
+    return embed
+
+
+def cancelled_embed(job: Job) -> discord.Embed:
+    embed = _base(job, FAILED_COLOUR)
+    embed.description = "🚫 Cancelled."
+    return embed
+
+
+def usage_text(usage: Usage) -> str:
+    resets = discord.utils.format_dt(usage.resets_at, "R")
+    if usage.daily_quota is None:
+        return f"You've made {usage.used_today} jobs today; there is no daily limit here."
+    return (
+        f"You've used {usage.used_today} of your {usage.daily_quota} jobs today; "
+        f"{usage.remaining} left. Your quota resets {resets}."
+    )
+
+
+def timestamp(moment: datetime) -> str:
+    return discord.utils.format_dt(moment, "f")

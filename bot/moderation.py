@@ -1,0 +1,137 @@
+"""What moderators can do: quotas, limits, bans, blocked words and the queue. Every action is recorded.
+
+Discord hides these commands from members, but the check is made again here: permissions in Discord can
+be changed by server admins, and the service must not trust the adapter alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.domain.errors import InvalidRequest, NotAllowed
+from bot.domain.jobs import JobState
+from bot.domain.members import Requester
+from bot.domain.moderation import normalize_word
+from bot.scheduler.scheduler import GpuScheduler
+from bot.service import ImagineService, Usage
+from bot.store.records import GuildSettings
+from bot.store.repository import GuildSettingsChanges, JobStore
+
+
+@dataclass(frozen=True)
+class MemberQuota:
+    usage: Usage
+    override: int | None  # the member's own quota, if a moderator set one
+
+
+class ModerationService:
+    def __init__(self, store: JobStore, scheduler: GpuScheduler, service: ImagineService) -> None:
+        self._store = store
+        self._scheduler = scheduler
+        self._service = service
+
+    async def show_quota(self, moderator: Requester, user_id: int) -> MemberQuota:
+        guild_id = _check(moderator)
+        member = Requester(user_id=user_id, guild_id=guild_id)
+        override = await self._store.get_quota_override(guild_id, user_id)
+        return MemberQuota(await self._service.usage(member), override.daily_quota if override else None)
+
+    async def set_quota(self, moderator: Requester, user_id: int, daily_quota: int) -> None:
+        guild_id = _check(moderator)
+        _non_negative("quota", daily_quota)
+        await self._store.set_quota_override(guild_id, user_id, daily_quota, set_by=moderator.user_id)
+        await self._record(moderator, "quota.set", user_id, daily_quota=daily_quota)
+
+    async def reset_quota(self, moderator: Requester, user_id: int) -> None:
+        """Start the member's count for today again from zero."""
+        guild_id = _check(moderator)
+        await self._store.reset_usage(guild_id, user_id, set_by=moderator.user_id)
+        await self._record(moderator, "quota.reset", user_id)
+
+    async def set_default_quota(self, moderator: Requester, daily_quota: int) -> None:
+        guild_id = _check(moderator)
+        _non_negative("quota", daily_quota)
+        await self._store.update_guild_settings(guild_id, daily_quota=daily_quota)
+        await self._record(moderator, "quota.default", None, daily_quota=daily_quota)
+
+    async def update_limits(self, moderator: Requester, changes: GuildSettingsChanges) -> GuildSettings:
+        guild_id = _check(moderator)
+        for name, value in changes.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                _non_negative(name.replace("_", " "), value)
+        settings = await self._store.update_guild_settings(guild_id, **changes)
+        if changes:
+            await self._record(moderator, "limits.update", None, **dict(changes))
+        return settings
+
+    async def limits(self, moderator: Requester) -> GuildSettings:
+        return await self._store.get_guild_settings(_check(moderator))
+
+    async def ban(self, moderator: Requester, user_id: int, reason: str) -> None:
+        guild_id = _check(moderator)
+        if user_id == moderator.user_id:
+            raise InvalidRequest("You can't ban yourself from the bot.")
+        await self._store.ban(guild_id, user_id, reason, by=moderator.user_id)
+        cleared = await self._cancel_jobs(guild_id, user_id)
+        await self._record(moderator, "ban", user_id, reason=reason, cancelled_jobs=cleared)
+
+    async def unban(self, moderator: Requester, user_id: int) -> bool:
+        guild_id = _check(moderator)
+        removed = await self._store.unban(guild_id, user_id)
+        if removed:
+            await self._record(moderator, "unban", user_id)
+        return removed
+
+    async def clear_queue(self, moderator: Requester, user_id: int | None) -> int:
+        """Cancel the guild's queued jobs (one member's, or everyone's); running jobs finish."""
+        guild_id = _check(moderator)
+        cleared = await self._cancel_jobs(guild_id, user_id, states=[JobState.QUEUED])
+        await self._record(moderator, "queue.clear", user_id, cancelled_jobs=cleared)
+        return len(cleared)
+
+    async def add_blocked_word(self, moderator: Requester, word: str) -> bool:
+        guild_id = _check(moderator)
+        if not normalize_word(word):
+            raise InvalidRequest("Give a word or phrase to block.")
+        added = await self._store.add_blocked_word(guild_id, word, added_by=moderator.user_id)
+        if added:
+            await self._record(moderator, "blocked_words.add", None, word=normalize_word(word))
+        return added
+
+    async def remove_blocked_word(self, moderator: Requester, word: str) -> bool:
+        guild_id = _check(moderator)
+        removed = await self._store.remove_blocked_word(guild_id, word)
+        if removed:
+            await self._record(moderator, "blocked_words.remove", None, word=normalize_word(word))
+        return removed
+
+    async def blocked_words(self, moderator: Requester) -> list[str]:
+        return await self._store.blocked_words(_check(moderator))
+
+    async def _cancel_jobs(
+        self, guild_id: int, user_id: int | None, states: list[JobState] | None = None
+    ) -> list[int]:
+        jobs = await self._store.list_jobs(
+            states=states or [JobState.QUEUED, JobState.RUNNING], guild_id=guild_id, user_id=user_id
+        )
+        for job in jobs:
+            await self._scheduler.cancel(job.id)
+        return [job.id for job in jobs]
+
+    async def _record(self, moderator: Requester, action: str, target: int | None, **details: Any) -> None:
+        assert moderator.guild_id is not None
+        await self._store.record_action(moderator.guild_id, moderator.user_id, action, target, details)
+
+
+def _check(moderator: Requester) -> int:
+    if moderator.guild_id is None:
+        raise NotAllowed("Moderator commands only work in a server.")
+    if not moderator.is_moderator:
+        raise NotAllowed("Only moderators (Manage Server) can do that.")
+    return moderator.guild_id
+
+
+def _non_negative(name: str, value: int) -> None:
+    if value < 0:
+        raise InvalidRequest(f"The {name} can't be negative.")
