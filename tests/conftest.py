@@ -13,3 +13,13 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inference.tiny import make_tiny_model  # imports torch: only for the tests that ask for it
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_path: Path) -> object:
+    """The tiny pipeline loaded once for every test that renders through the real diffusers code."""
+    from inference.pipeline import DiffusersBackend
+
+    backend = DiffusersBackend(str(tiny_model_path), device="cpu", dtype="float32")
+    backend.load()
+    return backend

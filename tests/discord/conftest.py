@@ -1,0 +1,99 @@
+"""End-to-end harness: the real bot (discord.py, store, scheduler, tiny SDXL) against the fake Discord."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import ImagineApp
+from bot.discord_app.client import ImagineBot
+from bot.settings import Settings
+from tests.fake_discord import FakeDiscord, FakeMessage, InteractionHandle
+from tests.fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture)
+
+MANAGE_GUILD = 0x20
+MEMBER_PERMISSIONS = 0x400 | 0x800 | 0x8000 | 0x40 | 0x10000  # view, send, attach, react, history
+
+
+@dataclass
+class Harness:
+    fake: FakeDiscord
+    settings: Settings
+    backend: Any
+    guild: int
+    channel: int
+    alice: int
+    bob: int
+    mod: int
+    app: ImagineApp | None = None
+    bot: ImagineBot | None = None
+    _runs: list[Any] = field(default_factory=list)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[ImagineBot]:
+        """The bot connected to the fake, with commands synced to the test guild."""
+        app = await ImagineApp.start(self.settings, backend=self.backend)
+        bot = ImagineBot(app, guild_id=self.guild, edit_interval=0.2)
+        self.app, self.bot = app, bot
+        try:
+            async with self.fake.running(bot):
+                await self.fake.wait_for_commands(self.guild)
+                yield bot
+        finally:
+            await app.close()
+
+    async def slash(self, user: int, name: str, options: dict[str, Any] | None = None, **kw: Any) -> InteractionHandle:
+        return await self.fake.invoke_slash(self.guild, self.channel, user, name, options or {}, **kw)
+
+    async def result_of(self, handle: InteractionHandle, timeout: float = 30.0) -> FakeMessage:  # noqa: ASYNC109
+        """The interaction's original response once it shows a finished result (an image attached)."""
+        await handle.wait_response()
+        return await self.fake.wait_for_message(
+            lambda m: m.id == handle.original_message_id and bool(m.attachments) and bool(m.components),
+            timeout,
+        )
+
+    async def finished_message(self, handle: InteractionHandle, timeout: float = 30.0) -> FakeMessage:  # noqa: ASYNC109
+        """The original response once its status is final (result, failure or cancellation)."""
+        await handle.wait_response()
+
+        def final(m: FakeMessage) -> bool:
+            if m.id != handle.original_message_id or not m.embeds:
+                return False
+            description = m.embeds[0].get("description") or ""
+            return bool(m.attachments) or description.startswith(("❌", "🚫"))
+
+        return await self.fake.wait_for_message(final, timeout)
+
+
+def custom_ids(message: FakeMessage) -> list[str]:
+    return [c["custom_id"] for row in message.components for c in row["components"] if "custom_id" in c]
+
+
+@pytest.fixture
+def harness(fake_discord: FakeDiscord, tiny_backend: Any, tmp_path: Path) -> Harness:  # noqa: F811
+    guild = fake_discord.add_guild("art club")
+    channel = fake_discord.add_channel(guild, "imagine")
+    alice = fake_discord.add_member(guild, name="alice", permissions=MEMBER_PERMISSIONS)
+    bob = fake_discord.add_member(guild, name="bob", permissions=MEMBER_PERMISSIONS)
+    mod = fake_discord.add_member(guild, name="mod", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        discord_token=fake_discord.token,  # type: ignore[arg-type]
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/bot.db",
+        image_dir=tmp_path / "images",
+        model="tiny",
+        device="cpu",
+        dtype="float32",
+        default_steps=2,
+        max_steps=8,
+        rate_per_minute=600,
+        rate_burst=50,
+        daily_quota=20,
+    )
+    return Harness(fake_discord, settings, tiny_backend, guild, channel, alice, bob, mod)
