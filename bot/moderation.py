@@ -56,10 +56,15 @@ class ModerationService:
         await self._record(moderator, "quota.default", None, daily_quota=daily_quota)
 
     async def update_limits(self, moderator: Requester, changes: GuildSettingsChanges) -> GuildSettings:
+        """Change some of the guild's limits (None: back to the default). Only the quota may be 0."""
         guild_id = _check(moderator)
         for name, value in changes.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 _non_negative(name.replace("_", " "), value)
+                # 0 would not mean "none": a 0 rate, burst or cap silently falls back to the default,
+                # and 0 steps would refuse every request.
+                if value == 0 and name != "daily_quota":
+                    raise InvalidRequest(f"The {name.replace('_', ' ')} must be at least 1.")
         settings = await self._store.update_guild_settings(guild_id, **changes)
         if changes:
             await self._record(moderator, "limits.update", None, **dict(changes))
@@ -115,9 +120,12 @@ class ModerationService:
         jobs = await self._store.list_jobs(
             states=states or [JobState.QUEUED, JobState.RUNNING], guild_id=guild_id, user_id=user_id
         )
+        cancelled = []
         for job in jobs:
-            await self._scheduler.cancel(job.id)
-        return [job.id for job in jobs]
+            # A job that finished between the listing and now is returned as it is: not cancelled.
+            if (await self._scheduler.cancel(job.id)).state is JobState.CANCELLED:
+                cancelled.append(job.id)
+        return cancelled
 
     async def _record(self, moderator: Requester, action: str, target: int | None, **details: Any) -> None:
         assert moderator.guild_id is not None

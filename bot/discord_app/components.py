@@ -7,9 +7,12 @@ discord.py parses the custom_id with the template and the database supplies ever
 from __future__ import annotations
 
 import re
+from collections.abc import Coroutine
 from typing import Any, Protocol, cast
 
 import discord
+
+from bot.discord_app.errors import reply_error
 
 PREFIX = "ib"  # short, so every custom_id stays far below Discord's 100 characters
 
@@ -26,6 +29,14 @@ class ButtonActions(Protocol):
 
 def _actions(interaction: discord.Interaction[Any]) -> ButtonActions:
     return cast(ButtonActions, interaction.client.button_actions)
+
+
+async def _press(interaction: discord.Interaction[Any], action: Coroutine[Any, Any, None]) -> None:
+    """Run a button's action; any error becomes the same kind reply as a slash command's."""
+    try:
+        await action
+    except Exception as error:
+        await reply_error(interaction, error)
 
 
 # The shared bases need a template to be classes at all; they are never registered, so it never matches.
@@ -72,7 +83,7 @@ class UpscaleViewButton(_ImageButton, template=rf"{PREFIX}:u:(?P<job>\d{{1,19}})
     action = "u"
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _actions(interaction).show_single(interaction, self.job_id, self.index)
+        await _press(interaction, _actions(interaction).show_single(interaction, self.job_id, self.index))
 
 
 class VaryButton(_ImageButton, template=rf"{PREFIX}:v:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
@@ -81,7 +92,7 @@ class VaryButton(_ImageButton, template=rf"{PREFIX}:v:(?P<job>\d{{1,19}}):(?P<in
     action = "v"
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _actions(interaction).vary(interaction, self.job_id, self.index)
+        await _press(interaction, _actions(interaction).vary(interaction, self.job_id, self.index))
 
 
 class UpscaleButton(_ImageButton, template=rf"{PREFIX}:x:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
@@ -90,7 +101,7 @@ class UpscaleButton(_ImageButton, template=rf"{PREFIX}:x:(?P<job>\d{{1,19}}):(?P
     action = "x"
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _actions(interaction).upscale(interaction, self.job_id, self.index)
+        await _press(interaction, _actions(interaction).upscale(interaction, self.job_id, self.index))
 
 
 class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_ABSTRACT):
@@ -127,7 +138,7 @@ class RerollButton(_JobButton, template=rf"{PREFIX}:r:(?P<job>\d{{1,19}})"):
     action = "r"
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _actions(interaction).reroll(interaction, self.job_id)
+        await _press(interaction, _actions(interaction).reroll(interaction, self.job_id))
 
 
 class CancelButton(_JobButton, template=rf"{PREFIX}:c:(?P<job>\d{{1,19}})"):
@@ -136,7 +147,7 @@ class CancelButton(_JobButton, template=rf"{PREFIX}:c:(?P<job>\d{{1,19}})"):
     action = "c"
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _actions(interaction).cancel(interaction, self.job_id)
+        await _press(interaction, _actions(interaction).cancel(interaction, self.job_id))
 
 
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (

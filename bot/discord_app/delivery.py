@@ -90,26 +90,30 @@ class DeliveryManager:
         job: Job,
         *,
         channel_id: int,
+        message_id: int | None,
         interaction: discord.Interaction[Any] | None = None,
-        message: discord.Message | None = None,
     ) -> None:
-        """Remember where a new job's status lives and show its queue position right away."""
+        """Remember where a new job's status lives. It is stored before anything else can fail, so a
+        job is never left without a way to deliver it (without a status message, it is posted)."""
         token = expires = None
         upload_limit = DEFAULT_UPLOAD_LIMIT
         if interaction is not None:
             token = interaction.token
             expires = interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
             upload_limit = getattr(interaction, "filesize_limit", None) or upload_limit
-        status = message or (await interaction.original_response() if interaction else None)
         await self._deliveries.create(
             job.id,
             channel_id=channel_id,
-            message_id=status.id if status else None,
+            message_id=message_id,
             interaction_token=token,
             token_expires_at=expires,
             upload_limit=upload_limit,
         )
-        await self._show_status(job.id, JobUpdate(job.id, job.state))
+        current = await self._store.get_job(job.id)
+        if current.state.is_final:
+            await self.deliver(job.id)  # it finished before we got here
+        else:
+            self._latest[job.id] = JobUpdate(job.id, current.state)
 
     # -- progress ------------------------------------------------------------------------------------------
 
@@ -176,6 +180,9 @@ class DeliveryManager:
                 return
             message = await self._compose(job, delivery)
             delivered = await self._send(job, delivery, message)
+            if delivered is not None and job.state is JobState.SUCCEEDED and job.kind is not JobKind.UPSCALE:
+                # So that a reaction on the grid can be traced back to its job.
+                await self._deliveries.record_message(delivered.id, delivered.channel.id, job.id, None)
             await self._deliveries.mark_delivered(
                 job_id,
                 channel_id=delivered.channel.id if delivered else None,
@@ -214,7 +221,10 @@ class DeliveryManager:
                     attachments=outgoing.files(),
                     content=mention,
                 )
-            except (discord.NotFound, discord.Forbidden, _NoStatusMessage) as error:
+            except discord.DiscordServerError:
+                raise  # Discord is down: retry later, the same way
+            except (discord.HTTPException, _NoStatusMessage) as error:
+                # Token expired (401 50027), message deleted (404), no access (403): post a new message.
                 log.info(
                     "status message not editable; posting instead",
                     extra={"job_id": job.id, "error": str(error)},

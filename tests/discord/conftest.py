@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,16 +48,34 @@ class Harness:
         finally:
             await app.close()
 
-    async def slash(self, user: int, name: str, options: dict[str, Any] | None = None, **kw: Any) -> InteractionHandle:
+    async def slash(
+        self, user: int, name: str, options: dict[str, Any] | None = None, **kw: Any
+    ) -> InteractionHandle:
         return await self.fake.invoke_slash(self.guild, self.channel, user, name, options or {}, **kw)
 
     async def result_of(self, handle: InteractionHandle, timeout: float = 30.0) -> FakeMessage:  # noqa: ASYNC109
         """The interaction's original response once it shows a finished result (an image attached)."""
         await handle.wait_response()
-        return await self.fake.wait_for_message(
+        message = await self.fake.wait_for_message(
             lambda m: m.id == handle.original_message_id and bool(m.attachments) and bool(m.components),
             timeout,
         )
+        footer = message.embeds[0]["footer"]["text"]
+        if footer.startswith(("Imagine", "Reroll", "Variations")):
+            await self.delivered(int(footer.rsplit("#", 1)[1]))
+        return message
+
+    async def delivered(self, job_id: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until the bot has recorded the job's delivery (it edits the message first, then records)."""
+        assert self.bot is not None
+        async with asyncio.timeout(timeout):
+            while not await self._is_delivered(job_id):  # noqa: ASYNC110  (the store has no change feed)
+                await asyncio.sleep(0.01)
+
+    async def _is_delivered(self, job_id: int) -> bool:
+        assert self.bot is not None
+        delivery = await self.bot.delivery_store.get(job_id)
+        return delivery is not None and delivery.delivered_at is not None
 
     async def finished_message(self, handle: InteractionHandle, timeout: float = 30.0) -> FakeMessage:  # noqa: ASYNC109
         """The original response once its status is final (result, failure or cancellation)."""

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import threading
+from typing import Any
+
+from PIL import Image
+
 from tests.discord.conftest import Harness, custom_ids
+from tests.fake_discord import FakeMessage
 
 
 async def test_imagine_posts_a_grid_with_buttons(harness: Harness) -> None:
-    """/imagine is deferred at once, then the original response becomes the grid with U/V/🔄 buttons."""
+    """/imagine answers at once with its queue status, which then becomes the grid with U/V/🔄 buttons."""
     async with harness.running():
         handle = await harness.slash(harness.alice, "imagine", {"prompt": "a lighthouse --ar 16:9 --seed 42"})
         response = await handle.wait_response()
-        assert response.type == 5
+        assert response.type == 4
+        assert response.accepted
         message = await harness.result_of(handle)
         job_id = int(message.embeds[0]["footer"]["text"].rsplit("#", 1)[1])
         assert custom_ids(message) == [
@@ -26,3 +35,186 @@ async def test_imagine_posts_a_grid_with_buttons(harness: Harness) -> None:
         assert message.embeds[0]["image"]["url"].endswith(f"/{attachment.filename}")
         assert len(message.history) >= 2  # queued status first, then the result
     assert not harness.fake.limit_violations
+
+
+def job_of(message: FakeMessage) -> int:
+    return int(message.embeds[0]["footer"]["text"].rsplit("#", 1)[1])
+
+
+async def test_u2_then_upscale(harness: Harness) -> None:
+    """U2 shows image 2 alone with its own buttons; Upscale 2× then delivers a twice-as-large image."""
+    async with harness.running():
+        grid = await harness.result_of(await harness.slash(harness.alice, "imagine", {"prompt": "a fox"}))
+        job_id = job_of(grid)
+        single = await harness.result_of(await harness.fake.click(grid.id, f"ib:u:{job_id}:1", harness.alice))
+        assert custom_ids(single) == [f"ib:x:{job_id}:1", f"ib:v:{job_id}:1", f"ib:r:{job_id}"]
+        assert single.embeds[0]["footer"]["text"] == f"Image 2 of job #{job_id}"
+        with Image.open(io.BytesIO(single.attachments[0].data)) as picture:
+            assert picture.size == (64, 64)
+        upscale = await harness.fake.click(single.id, f"ib:x:{job_id}:1", harness.alice)
+        done = await harness.finished_message(upscale)
+        with Image.open(io.BytesIO(done.attachments[0].data)) as picture:
+            assert picture.size == (128, 128)
+        assert "Upscale" in done.embeds[0]["footer"]["text"]
+    assert not harness.fake.limit_violations
+
+
+async def test_v3_and_reroll(harness: Harness) -> None:
+    """V3 makes four variations of image 3; 🔄 makes a new grid of the same prompt with a new seed."""
+    async with harness.running():
+        grid = await harness.result_of(
+            await harness.slash(harness.alice, "imagine", {"prompt": "a fox --seed 7"})
+        )
+        job_id = job_of(grid)
+        variation = await harness.result_of(
+            await harness.fake.click(grid.id, f"ib:v:{job_id}:2", harness.alice)
+        )
+        assert variation.embeds[0]["footer"]["text"].startswith("Variations")
+        assert harness.app is not None
+        varied = await harness.app.store.get_job(job_of(variation))
+        source = await harness.app.store.job_images(job_id)
+        assert varied.spec.source_image_id == source[2].id
+        reroll = await harness.result_of(await harness.fake.click(grid.id, f"ib:r:{job_id}", harness.alice))
+        rerolled = await harness.app.store.get_job(job_of(reroll))
+        assert rerolled.spec.params.prompt == "a fox"
+        assert rerolled.spec.params.seed != 7
+        assert grid.attachments[0].data != reroll.attachments[0].data
+    assert not harness.fake.limit_violations
+
+
+async def test_someone_else_pressing_gets_an_ephemeral_explanation(harness: Harness) -> None:
+    """Bob pressing V1 on Alice's grid is told why, privately; no job is made; a moderator may press."""
+    async with harness.running():
+        grid = await harness.result_of(await harness.slash(harness.alice, "imagine", {"prompt": "a fox"}))
+        job_id = job_of(grid)
+        press = await harness.fake.click(grid.id, f"ib:v:{job_id}:0", harness.bob)
+        response = await press.wait_response()
+        assert response.type == 4
+        [reply] = press.ephemeral_messages
+        assert "Only the member who made this image" in reply.content
+        assert harness.app is not None
+        assert len(await harness.app.store.list_jobs()) == 1
+        await harness.result_of(await harness.fake.click(grid.id, f"ib:v:{job_id}:0", harness.mod))
+    assert not harness.fake.limit_violations
+
+
+async def test_reaction_requests_variations(harness: Harness) -> None:
+    """Reacting 3️⃣ on a grid posts a status reply that becomes four variations of image 3."""
+    async with harness.running():
+        grid = await harness.result_of(await harness.slash(harness.alice, "imagine", {"prompt": "a fox"}))
+        job_id = job_of(grid)
+        await harness.fake.react(grid.id, "3️⃣", harness.alice)
+        result = await harness.fake.wait_for_message(
+            lambda m: m.route == "channel" and bool(m.attachments) and m.id != grid.id, 30
+        )
+        assert f"<@{harness.alice}>" in result.content
+        assert result.message_reference is not None
+        assert int(result.message_reference["message_id"]) == grid.id
+        assert harness.app is not None
+        job = await harness.app.store.get_job(job_of(result))
+        assert job.spec.parent_job_id == job_id
+        assert job.user_id == harness.alice
+    assert not harness.fake.limit_violations
+
+
+async def test_buttons_work_after_a_restart(harness: Harness) -> None:
+    """A grid made before the bot restarted still answers its buttons afterwards."""
+    async with harness.running():
+        grid = await harness.result_of(await harness.slash(harness.alice, "imagine", {"prompt": "a fox"}))
+    async with harness.running():
+        variation = await harness.fake.click(grid.id, f"ib:v:{job_of(grid)}:0", harness.alice)
+        done = await harness.result_of(variation)
+        assert done.embeds[0]["footer"]["text"].startswith("Variations")
+    assert not harness.fake.limit_violations
+
+
+async def test_result_after_token_expiry_arrives_as_channel_message(harness: Harness) -> None:
+    """When the interaction token has expired, the result is posted once in the channel, mentioning Alice."""
+    gate = threading.Event()
+    harness.backend = GatedBackend(harness.backend, gate)
+    async with harness.running():
+        handle = await harness.slash(harness.alice, "imagine", {"prompt": "a slow fox"})
+        await handle.wait_response()
+        await harness.fake.wait_for_message(lambda m: m.id == handle.original_message_id and bool(m.embeds))
+        harness.fake.expire_tokens()
+        gate.set()
+        posted = await harness.fake.wait_for_message(
+            lambda m: m.route == "channel" and bool(m.attachments), 30
+        )
+        assert posted.content.startswith(f"<@{harness.alice}>")
+        assert custom_ids(posted)[0].startswith("ib:u:")
+        await asyncio.sleep(0.5)
+        channel_results = [m for m in harness.fake.messages(harness.channel) if m.attachments]
+        assert [m.id for m in channel_results] == [posted.id]
+        assert any(e.code == 50027 for e in harness.fake.errors)
+    assert not harness.fake.limit_violations
+
+
+async def test_rate_limited_webhook_still_delivers_exactly_once(harness: Harness) -> None:
+    """A 429 on the webhook edit route is waited out; the grid arrives once."""
+    async with harness.running():
+        harness.fake.inject_429("PATCH /webhooks/{application_id}/{token}/messages/{message_id}", times=2)
+        handle = await harness.slash(harness.alice, "imagine", {"prompt": "a fox"})
+        message = await harness.result_of(handle)
+        await asyncio.sleep(0.5)
+        results = [m for m in harness.fake.messages(harness.channel) if m.attachments]
+        assert [m.id for m in results] == [message.id]
+        assert any(e.status == 429 for e in harness.fake.errors)
+    assert not harness.fake.limit_violations
+
+
+async def test_queue_cancel_and_usage(harness: Harness) -> None:
+    """/queue lists Alice's waiting job, /cancel cancels it (its message says so), /usage counts."""
+    gate = threading.Event()
+    harness.backend = GatedBackend(harness.backend, gate)
+    async with harness.running():
+        first = await harness.slash(harness.alice, "imagine", {"prompt": "one"})
+        second = await harness.slash(harness.alice, "imagine", {"prompt": "two"})
+        await harness.fake.wait_for_message(lambda m: m.id == second.original_message_id and bool(m.embeds))
+        queue = await harness.slash(harness.alice, "queue")
+        await queue.wait_response()
+        [listing] = queue.ephemeral_messages
+        assert "running now" in listing.content
+        assert "in line" in listing.content
+        cancel = await harness.slash(harness.alice, "cancel")
+        await cancel.wait_response()
+        assert "Cancelled job" in cancel.ephemeral_messages[0].content
+        cancelled = await harness.finished_message(second)
+        assert cancelled.embeds[0]["description"].startswith("🚫")
+        gate.set()
+        await harness.result_of(first)
+        usage = await harness.slash(harness.alice, "usage")
+        await usage.wait_response()
+        assert "used 1 of your 20 jobs" in usage.ephemeral_messages[0].content
+    assert not harness.fake.limit_violations
+
+
+async def test_bad_flag_is_refused_privately(harness: Harness) -> None:
+    """A malformed flag gets an ephemeral message naming it; the public placeholder is removed."""
+    async with harness.running():
+        handle = await harness.slash(harness.alice, "imagine", {"prompt": "a fox --ar wide"})
+        await handle.wait_response()
+        [reply] = handle.ephemeral_messages
+        assert "`wide` is not an aspect ratio" in reply.content
+        assert harness.app is not None
+        assert await harness.app.store.list_jobs() == []
+    assert not harness.fake.limit_violations
+
+
+class GatedBackend:
+    """Wraps the tiny backend so a test decides when rendering may start."""
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self._inner = inner
+        self._gate = gate
+
+    @property
+    def native_resolution(self) -> int:
+        return int(self._inner.native_resolution)
+
+    def load(self) -> None:
+        self._inner.load()
+
+    def render(self, batch: Any, on_step: Any) -> Any:
+        self._gate.wait(timeout=30)
+        return self._inner.render(batch, on_step)

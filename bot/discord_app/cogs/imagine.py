@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_app import presenters
-from bot.discord_app.components import single_view
+from bot.discord_app.components import cancel_view, single_view
 from bot.discord_app.errors import reply_error
 from bot.domain.errors import ImagineError, InvalidRequest
 from bot.domain.jobs import Job
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from bot.discord_app.client import ImagineBot
 
 log = logging.getLogger(__name__)
+
+ANSWER_WITHIN = 2.0  # seconds to decide before deferring: Discord's deadline is 3
 
 VARIATION_EMOJIS = {"1️⃣": 0, "2️⃣": 1, "3️⃣": 2, "4️⃣": 3}
 SINGLE_VARIATION_EMOJI = "🔁"
@@ -154,17 +156,36 @@ class ImagineCog(commands.Cog):
     async def _start_job(
         self, interaction: discord.Interaction[Any], make: Callable[[], Awaitable[Job]]
     ) -> None:
-        """Answer inside Discord's 3 seconds, then queue the job; refusals become an ephemeral message."""
-        await interaction.response.defer(thinking=True)
+        """Queue a job and answer inside Discord's 3 seconds.
+
+        Checks take milliseconds, so a refusal is normally shown to the member alone (ephemeral) and an
+        accepted job answers with its queue status. Should the checks be slow (a busy database), the
+        interaction is deferred before the deadline and the outcome edited in.
+        """
+        pending = asyncio.ensure_future(make())
         try:
-            job = await make()
+            job = await asyncio.wait_for(asyncio.shield(pending), timeout=ANSWER_WITHIN)
         except ImagineError as error:
-            # The public "thinking…" message goes away; the reason is shown to the member alone.
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.delete_original_response()
-            await interaction.followup.send(str(error), ephemeral=True)
+            await interaction.response.send_message(str(error), ephemeral=True)
             return
-        await self.bot.delivery.track(job, channel_id=interaction.channel_id or 0, interaction=interaction)
+        except TimeoutError:
+            callback = await interaction.response.defer(thinking=True)
+            try:
+                job = await pending
+            except ImagineError as error:
+                await interaction.edit_original_response(content=f"❌ {error}")
+                return
+        else:
+            info = self.bot.app.scheduler.queue_info(job.id)
+            callback = await interaction.response.send_message(
+                embed=presenters.queued_embed(job, info), view=cancel_view(job.id)
+            )
+        await self.bot.delivery.track(
+            job,
+            channel_id=interaction.channel_id or 0,
+            message_id=callback.message_id if callback else None,
+            interaction=interaction,
+        )
 
     # -- reactions ------------------------------------------------------------------------------------------
 
@@ -213,7 +234,7 @@ class ImagineCog(commands.Cog):
             reference=reference,
             allowed_mentions=discord.AllowedMentions(users=True),
         )
-        await self.bot.delivery.track(job, channel_id=payload.channel_id, message=status)
+        await self.bot.delivery.track(job, channel_id=payload.channel_id, message_id=status.id)
 
 
 async def setup(bot: ImagineBot) -> None:

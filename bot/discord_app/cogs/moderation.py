@@ -10,7 +10,6 @@ from discord.ext import commands
 
 from bot.discord_app import presenters
 from bot.discord_app.cogs.imagine import requester_of
-from bot.discord_app.errors import reply_error
 from bot.store.repository import GuildSettingsChanges
 
 if TYPE_CHECKING:
@@ -38,10 +37,8 @@ class ModerationCog(commands.Cog):
     async def _reply(self, interaction: discord.Interaction[Any], text: str) -> None:
         await interaction.response.send_message(text[: presenters.CONTENT_LIMIT], ephemeral=True)
 
-    async def cog_app_command_error(
-        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
-    ) -> None:
-        await reply_error(interaction, error)
+    # No cog_app_command_error here: discord.py calls a cog's handler *and then* the tree's `on_error`
+    # (ImagineTree), so a handler here too would answer every refusal twice.
 
     # -- /quota -------------------------------------------------------------------------------------------
 
@@ -118,7 +115,7 @@ class ModerationCog(commands.Cog):
         generation = self.bot.app.service.generation
 
         def value(own: object, default: object) -> str:
-            return f"{own}" if own is not None else f"{default} (default)"
+            return _number(own) if own is not None else f"{_number(default)} (default)"
 
         lines = [
             "**Limits on this server**" + (" (updated)" if changes else ""),
@@ -193,6 +190,13 @@ class ModerationCog(commands.Cog):
         words = await self.moderation.blocked_words(requester_of(interaction))
         text = ", ".join(f"“{word}”" for word in words) if words else "No words are blocked."
         await self._reply(interaction, text)
+
+
+def _number(value: object) -> str:
+    """600.0 as "600", None (no limit) as "no limit"."""
+    if value is None:
+        return "no limit"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 async def setup(bot: ImagineBot) -> None:
