@@ -218,3 +218,13 @@ class GatedBackend:
     def render(self, batch: Any, on_step: Any) -> Any:
         self._gate.wait(timeout=30)
         return self._inner.render(batch, on_step)
+
+
+async def test_cancel_with_nothing_to_cancel_answers_once(harness: Harness) -> None:
+    """/cancel without jobs is answered with one ephemeral message, not two."""
+    async with harness.running():
+        handle = await harness.slash(harness.alice, "cancel")
+        await handle.wait_response()
+        await asyncio.sleep(0.2)  # a second answer would have arrived by now
+        assert [m.content for m in handle.ephemeral_messages] == ["You have no jobs waiting or running."]
+    assert not harness.fake.limit_violations

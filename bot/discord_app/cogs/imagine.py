@@ -14,7 +14,6 @@ from discord.ext import commands
 
 from bot.discord_app import presenters
 from bot.discord_app.components import cancel_view, single_view
-from bot.discord_app.errors import reply_error
 from bot.domain.errors import ImagineError, InvalidRequest
 from bot.domain.jobs import Job
 from bot.domain.members import Requester
@@ -112,10 +111,7 @@ class ImagineCog(commands.Cog):
         usage = await self.service.usage(requester_of(interaction))
         await interaction.response.send_message(presenters.usage_text(usage), ephemeral=True)
 
-    async def cog_app_command_error(
-        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
-    ) -> None:
-        await reply_error(interaction, error)
+    # Errors of these commands are answered once, by ImagineTree.on_error (a cog handler would answer twice).
 
     # -- buttons (called by the DynamicItems in components.py) ---------------------------------------------
 
