@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
+from bot.domain.batching import BatchingConfig
+from bot.domain.clock import FakeClock
 from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
+from bot.domain.jobs import Job
+from bot.domain.limits import UserLimits
+from bot.domain.params import GenerationLimits
+from bot.moderation import ModerationService
 from bot.scheduler.backend import RenderBatch, StepCallback
+from bot.scheduler.scheduler import GpuScheduler
+from bot.service import ImagineService
+from bot.store.repository import JobStore
 
 
 def seed_colour(seed: int) -> tuple[int, int, int]:
@@ -62,3 +75,44 @@ class FakeBackend:
         return [
             Image.new("RGB", (batch.key.width, batch.key.height), seed_colour(t.seed)) for t in batch.tasks
         ]
+
+
+@dataclass
+class ServiceWorld:
+    """The services over a real SQLite store, a running scheduler and the fake backend, on a fake clock."""
+
+    service: ImagineService
+    moderation: ModerationService
+    store: JobStore
+    scheduler: GpuScheduler
+    backend: FakeBackend
+    clock: FakeClock
+
+    async def done(self, job: Job) -> Job:
+        return await asyncio.wait_for(self.scheduler.wait_finished(job.id), 10)
+
+
+@asynccontextmanager
+async def service_world(tmp_path: Path, user_limits: UserLimits) -> AsyncIterator[ServiceWorld]:
+    clock = FakeClock()
+    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", clock)
+    backend = FakeBackend()
+    scheduler = GpuScheduler(store, backend, BatchingConfig(max_wait=0), clock)
+    await scheduler.start()
+    service = ImagineService(
+        store,
+        scheduler,
+        generation=GenerationLimits(base_resolution=64, default_steps=3, max_steps=10),
+        user_limits=user_limits,
+        clock=clock,
+        rng=random.Random(7),
+    )
+    try:
+        yield ServiceWorld(
+            service, ModerationService(store, scheduler, service), store, scheduler, backend, clock
+        )
+    finally:
+        if backend.gate is not None:
+            backend.gate.set()
+        await scheduler.stop()
+        await store.close()

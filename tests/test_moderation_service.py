@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.domain.batching import BatchingConfig
-from bot.domain.clock import FakeClock
 from bot.domain.errors import InvalidRequest, LimitExceeded, NotAllowed
 from bot.domain.jobs import Job, JobState
 from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
-from bot.domain.params import GenerationLimits
 from bot.moderation import ModerationService
-from bot.scheduler.scheduler import GpuScheduler
-from bot.service import ImagineService
-from bot.store.repository import JobStore
-from tests.fakes import FakeBackend
+from tests.fakes import ServiceWorld, service_world
 
 GUILD = 500
 OTHER_GUILD = 600
@@ -34,18 +25,7 @@ MOD_IN_DMS = Requester(user_id=3, guild_id=None, channel_id=9, is_moderator=True
 BOB_ELSEWHERE = Requester(user_id=2, guild_id=OTHER_GUILD, channel_id=10)
 
 
-@dataclass
-class World:
-    moderation: ModerationService
-    service: ImagineService
-    store: JobStore
-    scheduler: GpuScheduler
-    backend: FakeBackend
-    clock: FakeClock
-
-    async def done(self, job: Job) -> Job:
-        return await asyncio.wait_for(self.scheduler.wait_finished(job.id), 10)
-
+class World(ServiceWorld):
     async def log(self, guild_id: int = GUILD) -> list[tuple[int, str, int | None, dict[str, Any]]]:
         """The guild's moderation log, oldest first, as (moderator, action, target, details)."""
         actions = await self.store.actions(guild_id, limit=100)
@@ -57,24 +37,9 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    clock = FakeClock()
-    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", clock)
-    backend = FakeBackend()
-    scheduler = GpuScheduler(store, backend, BatchingConfig(max_wait=0), clock)
-    await scheduler.start()
-    service = ImagineService(
-        store,
-        scheduler,
-        generation=GenerationLimits(base_resolution=64, default_steps=3, max_steps=10),
-        user_limits=UserLimits(rate_per_minute=600, burst=50, max_concurrent=5, daily_quota=5),
-        clock=clock,
-        rng=random.Random(7),
-    )
-    yield World(ModerationService(store, scheduler, service), service, store, scheduler, backend, clock)
-    if backend.gate is not None:
-        backend.gate.set()
-    await scheduler.stop()
-    await store.close()
+    limits = UserLimits(rate_per_minute=600, burst=50, max_concurrent=5, daily_quota=5)
+    async with service_world(tmp_path, limits) as base:
+        yield World(**vars(base))
 
 
 # Every moderator action, called as `who`; each must check its caller before touching anything.

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bot.domain.batching import BatchingConfig
-from bot.domain.clock import FakeClock
 from bot.domain.errors import InvalidRequest, LimitExceeded, NotAllowed
-from bot.domain.jobs import Job, JobKind, JobState
+from bot.domain.jobs import JobKind, JobState
 from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
-from bot.domain.params import GenerationLimits
-from bot.scheduler.scheduler import GpuScheduler
-from bot.service import ImagineService
-from bot.store.repository import JobStore
-from tests.fakes import FakeBackend
+from tests.fakes import ServiceWorld as World
+from tests.fakes import service_world
 
 GUILD = 500
 ALICE = Requester(user_id=1, guild_id=GUILD, channel_id=9)
@@ -29,36 +21,11 @@ BOB = Requester(user_id=2, guild_id=GUILD, channel_id=9)
 MOD = Requester(user_id=3, guild_id=GUILD, channel_id=9, is_moderator=True)
 
 
-@dataclass
-class World:
-    service: ImagineService
-    store: JobStore
-    scheduler: GpuScheduler
-    backend: FakeBackend
-    clock: FakeClock
-
-    async def done(self, job: Job) -> Job:
-        return await asyncio.wait_for(self.scheduler.wait_finished(job.id), 10)
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    clock = FakeClock()
-    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", clock)
-    backend = FakeBackend()
-    scheduler = GpuScheduler(store, backend, BatchingConfig(max_wait=0), clock)
-    await scheduler.start()
-    service = ImagineService(
-        store,
-        scheduler,
-        generation=GenerationLimits(base_resolution=64, default_steps=3, max_steps=10),
-        user_limits=UserLimits(rate_per_minute=60, burst=10, max_concurrent=3, daily_quota=5),
-        clock=clock,
-        rng=random.Random(7),
-    )
-    yield World(service, store, scheduler, backend, clock)
-    await scheduler.stop()
-    await store.close()
+    limits = UserLimits(rate_per_minute=60, burst=10, max_concurrent=3, daily_quota=5)
+    async with service_world(tmp_path, limits) as world:
+        yield world
 
 
 async def test_imagine_parses_flags_and_finishes(world: World) -> None:
