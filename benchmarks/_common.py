@@ -1,0 +1,53 @@
+"""Small helpers shared by the benchmark scripts: percentiles, machine facts, a quiet system under test."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot.domain.limits import UserLimits
+from bot.domain.members import Requester
+
+GUILD_ID = 1_000_000_000_000
+CHANNEL_ID = 2_000_000_000_000
+# Limits so high that every admission check runs and none refuses.
+HIGH_LIMITS = UserLimits(rate_per_minute=1e9, burst=10**9, max_concurrent=10**9, daily_quota=10**9)
+
+
+def guild_member(user_id: int) -> Requester:
+    """A member of the benchmark guild (not a moderator, so the quota is counted too)."""
+    return Requester(user_id=user_id, guild_id=GUILD_ID, channel_id=CHANNEL_ID)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The `fraction` quantile (0..1) with linear interpolation between the closest ranks."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_line() -> str:
+    """One line for the report: date, cores, CPU model, Python, and the load when the run started."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d} · {os.cpu_count()} cores · {cpu_model()} · "
+        f"Python {platform.python_version()} · load {load:.2f} at start"
+    )
