@@ -19,6 +19,7 @@ from bot.domain.members import Requester
 from bot.logs import configure_logging
 from bot.scheduler.events import JobUpdate
 from bot.settings import Settings, SettingsError, load_settings
+from bot.store.database import describe_url
 
 console = Console(stderr=True)
 
@@ -84,7 +85,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from bot.store.database import migrate
 
     await migrate(settings.database_url)
-    console.print(f"Database is up to date: {_safe_url(settings.database_url)}")
+    console.print(f"Database is up to date: {describe_url(settings.database_url)}")
     return 0
 
 
@@ -153,7 +154,7 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     table.add_row(
         "DISCORD_TOKEN", "set" if token and token.get_secret_value() else "[yellow]not set[/yellow]"
     )
-    table.add_row("DATABASE_URL", _safe_url(settings.database_url))
+    table.add_row("DATABASE_URL", describe_url(settings.database_url))
     table.add_row("MODEL", settings.model)
     try:
         await migrate(settings.database_url)
@@ -185,12 +186,6 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
         table.add_row("model", f"[red]does not load: {error}[/red]")
     Console().print(table)
     return 0 if healthy else 1
-
-
-def _safe_url(url: str) -> str:
-    from bot.store.database import describe_url
-
-    return describe_url(url)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ Pure functions of the job and its progress, so every message can be checked with
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import discord
 
 from bot.domain.jobs import Job, JobKind
@@ -138,7 +136,3 @@ def usage_text(usage: Usage) -> str:
         f"You've used {usage.used_today} of your {usage.daily_quota} jobs today; "
         f"{usage.remaining} left. Your quota resets {resets}."
     )
-
-
-def timestamp(moment: datetime) -> str:
-    return discord.utils.format_dt(moment, "f")

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.domain.clock import Clock
 from bot.domain.errors import InvalidTransition, JobNotFound
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState, check_transition
+from bot.domain.moderation import normalize_word
 from bot.domain.params import GenerationParams
 from bot.store.database import READ_ONLY, create_engine, migrate
 from bot.store.errors import ImageNotFound, StoreUnavailable
@@ -553,7 +554,7 @@ class JobStore:
 
     async def add_blocked_word(self, guild_id: int, word: str, added_by: int) -> bool:
         """Block a word or phrase (stored case-folded, spaces collapsed); False if it was already blocked."""
-        normalized = normalize_word(word)
+        normalized = _stored_word(word)
         values = {
             "guild_id": guild_id,
             "word": normalized,
@@ -570,7 +571,7 @@ class JobStore:
         async with self._sessions.begin() as session:
             result = await session.execute(
                 delete(BlockedWordRow)
-                .where(BlockedWordRow.guild_id == guild_id, BlockedWordRow.word == normalize_word(word))
+                .where(BlockedWordRow.guild_id == guild_id, BlockedWordRow.word == _stored_word(word))
                 .returning(BlockedWordRow.word)
             )
             return result.first() is not None
@@ -633,8 +634,9 @@ class JobStore:
         return statement.on_conflict_do_update(index_elements=list(keys), set_=values)
 
 
-def normalize_word(word: str) -> str:
-    normalized = " ".join(word.split()).casefold()
+def _stored_word(word: str) -> str:
+    """The domain's normal form of a blocked word, checked to fit its column."""
+    normalized = normalize_word(word)
     if not normalized:
         raise ValueError("a blocked word cannot be empty")
     if len(normalized) > MAX_WORD_CHARS:

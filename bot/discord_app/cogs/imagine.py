@@ -14,11 +14,13 @@ from discord.ext import commands
 
 from bot.discord_app import presenters
 from bot.discord_app.components import cancel_view, single_view
+from bot.discord_app.delivery import DEFAULT_UPLOAD_LIMIT
 from bot.domain.errors import ImagineError, InvalidRequest
 from bot.domain.jobs import Job
 from bot.domain.members import Requester
 from bot.domain.params import ASPECT_CHOICES, MAX_SEED
 from bot.imaging import encode_for_upload
+from bot.service import ImagineService
 
 if TYPE_CHECKING:
     from bot.discord_app.client import ImagineBot
@@ -31,15 +33,19 @@ VARIATION_EMOJIS = {"1️⃣": 0, "2️⃣": 1, "3️⃣": 2, "4️⃣": 3}
 SINGLE_VARIATION_EMOJI = "🔁"
 
 
-def requester_of(interaction: discord.Interaction[Any]) -> Requester:
-    user = interaction.user
+def requester(user: discord.User | discord.Member, guild_id: int | None, channel_id: int | None) -> Requester:
+    """Who is asking; moderators are members with Manage Server (or Administrator) here."""
     permissions = user.guild_permissions if isinstance(user, discord.Member) else None
     return Requester(
         user_id=user.id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
+        guild_id=guild_id,
+        channel_id=channel_id,
         is_moderator=bool(permissions and (permissions.manage_guild or permissions.administrator)),
     )
+
+
+def requester_of(interaction: discord.Interaction[Any]) -> Requester:
+    return requester(interaction.user, interaction.guild_id, interaction.channel_id)
 
 
 class ImagineCog(commands.Cog):
@@ -47,7 +53,7 @@ class ImagineCog(commands.Cog):
         self.bot = bot
 
     @property
-    def service(self):  # type: ignore[no-untyped-def]
+    def service(self) -> ImagineService:
         return self.bot.app.service
 
     # -- /imagine ---------------------------------------------------------------------------------------
@@ -120,7 +126,8 @@ class ImagineCog(commands.Cog):
         job, image = await self.service.image_for(requester, job_id, index)
         await interaction.response.defer(thinking=True)
         picture = await self.bot.app.store.load_image(image.id)
-        data, extension = encode_for_upload(picture, getattr(interaction, "filesize_limit", 10 * 1024 * 1024))
+        limit = getattr(interaction, "filesize_limit", None) or DEFAULT_UPLOAD_LIMIT
+        data, extension = await asyncio.to_thread(encode_for_upload, picture, limit)
         filename = f"imagine-{job.id}-{index + 1}.{extension}"
         embed = presenters.single_embed(job, index, image.seed, image_url=f"attachment://{filename}")
         message = await interaction.edit_original_response(
@@ -203,20 +210,14 @@ class ImagineCog(commands.Cog):
             index = shown_index if emoji == SINGLE_VARIATION_EMOJI else None
         if index is None:
             return
-        permissions = payload.member.guild_permissions
-        requester = Requester(
-            user_id=payload.member.id,
-            guild_id=payload.guild_id,
-            channel_id=payload.channel_id,
-            is_moderator=permissions.manage_guild or permissions.administrator,
-        )
+        reacting = requester(payload.member, payload.guild_id, payload.channel_id)
         channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         reference = discord.MessageReference(
             message_id=payload.message_id, channel_id=payload.channel_id, fail_if_not_exists=False
         )
         mention = payload.member.mention
         try:
-            job = await self.service.vary(requester, job_id, index)
+            job = await self.service.vary(reacting, job_id, index)
         except ImagineError as error:
             await channel.send(
                 f"{mention} {error}",

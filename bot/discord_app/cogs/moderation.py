@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.discord_app import presenters
 from bot.discord_app.cogs.imagine import requester_of
+from bot.moderation import ModerationService
 from bot.store.repository import GuildSettingsChanges
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class ModerationCog(commands.Cog):
         self.bot = bot
 
     @property
-    def moderation(self):  # type: ignore[no-untyped-def]
+    def moderation(self) -> ModerationService:
         return self.bot.app.moderation
 
     async def _reply(self, interaction: discord.Interaction[Any], text: str) -> None:
