@@ -1,7 +1,7 @@
 """What the store and the scheduler cost per job, with a backend that renders instantly.
 
 Everything but the model is real: `ImagineService.imagine` (flag parsing and, for guild members, every
-admission query: guild settings, ban, blocked words, quota override, quota count, jobs in flight), the
+admission facts: guild settings, ban, blocked words, quota override, quota count, jobs in flight), the
 `JobStore` on a temporary SQLite file in WAL mode, the `GpuScheduler` with its worker thread, the PNG
 files. The backend (`InstantBackend`, below) calls the step callback once per step, like diffusers, and
 returns noise images of the requested size at once, so what is measured is the bot's own overhead.
@@ -66,15 +66,9 @@ GOAL_JOBS_PER_S = 200.0
 GOAL_IDLE_START_P50_MS = 10.0
 # The store calls a job makes (admission, creation, scheduling, completion), timed in the breakdown.
 STORE_CALLS = (
-    "get_guild_settings",
-    "is_banned",
-    "blocked_words",
-    "get_quota_override",
-    "count_jobs_since",
-    "active_jobs",
+    "admission_facts",
     "create_job",
-    "mark_running",
-    "get_jobs",
+    "start_jobs",
     "complete_job",
     "_record_images",
     "get_job",
@@ -432,8 +426,7 @@ def breakdown_table(result: Latency) -> Table:
             row("  └ " + label.split("/", 1)[1], calls, seconds)
             continue
         top_level += seconds
-        name = {"get_job": "get_job (scheduler, after complete_job)"}.get(label, label)
-        row(f"store.{name}", calls, seconds)
+        row(f"store.{label}", calls, seconds)
         if label == "complete_job":
             nested = sum(s for key, s in result.store_seconds.items() if key.startswith("complete_job/"))
             row("  └ PNG files (to_thread), the rest", 0, seconds - nested)

@@ -28,7 +28,7 @@ from bot.domain.params import GenerationLimits, GenerationParams, random_seed
 from bot.domain.requests import params_from_text
 from bot.scheduler.events import QueueInfo
 from bot.scheduler.scheduler import GpuScheduler
-from bot.store.records import GuildSettings, StoredImage
+from bot.store.records import AdmissionFacts, GuildSettings, StoredImage
 from bot.store.repository import JobStore
 
 
@@ -75,10 +75,10 @@ class ImagineService:
         steps: int | None = None,
         guidance: float | None = None,
     ) -> Job:
-        guild = await self._guild_settings(requester)
+        facts = await self._facts(requester)
         params = params_from_text(
             text,
-            limits=self.generation_limits(guild),
+            limits=self.generation_limits(facts.guild if facts else None),
             negative=negative,
             aspect=aspect,
             seed=seed,
@@ -86,19 +86,19 @@ class ImagineService:
             guidance=guidance,
             rng=self._rng,
         )
-        return await self._submit(requester, guild, JobKind.GENERATE, params)
+        return await self._submit(requester, facts, JobKind.GENERATE, params)
 
     async def reroll(self, requester: Requester, job_id: int) -> Job:
         parent = await self.store.get_job(job_id)
-        guild = await self._guild_settings(requester)
-        await self._check_may_use(requester, parent, guild)
+        facts = await self._facts(requester)
+        self._check_may_use(requester, parent, facts)
         if parent.kind not in (JobKind.GENERATE, JobKind.REROLL, JobKind.VARIATION):
             raise InvalidRequest("Only a grid of four can be rerolled.")
         params = parent.spec.params.with_seed(random_seed(self._rng))
         kind = JobKind.VARIATION if parent.kind is JobKind.VARIATION else JobKind.REROLL
         return await self._submit(
             requester,
-            guild,
+            facts,
             kind,
             params,
             parent=parent,
@@ -108,8 +108,8 @@ class ImagineService:
 
     async def vary(self, requester: Requester, job_id: int, index: int) -> Job:
         parent, image = await self._image_of(job_id, index)
-        guild = await self._guild_settings(requester)
-        await self._check_may_use(requester, parent, guild)
+        facts = await self._facts(requester)
+        self._check_may_use(requester, parent, facts)
         if parent.kind is JobKind.UPSCALE:
             raise InvalidRequest("Variations start from a grid image; use V1–V4 on the grid this came from.")
         params = replace(
@@ -117,7 +117,7 @@ class ImagineService:
         )
         return await self._submit(
             requester,
-            guild,
+            facts,
             JobKind.VARIATION,
             params,
             parent=parent,
@@ -127,15 +127,15 @@ class ImagineService:
 
     async def upscale(self, requester: Requester, job_id: int, index: int) -> Job:
         parent, image = await self._image_of(job_id, index)
-        guild = await self._guild_settings(requester)
-        await self._check_may_use(requester, parent, guild)
+        facts = await self._facts(requester)
+        self._check_may_use(requester, parent, facts)
         if parent.kind is JobKind.UPSCALE:
             raise InvalidRequest("This image is already upscaled; I can't make it any larger.")
         # The upscale keeps the image's own seed, so the added detail follows the same noise.
         params = replace(parent.spec.params, width=image.width, height=image.height, seed=image.seed)
         return await self._submit(
             requester,
-            guild,
+            facts,
             JobKind.UPSCALE,
             params,
             parent=parent,
@@ -146,13 +146,13 @@ class ImagineService:
     async def check_may_use(self, requester: Requester, job_id: int) -> Job:
         """The job, if the requester may press its buttons; NotAllowed otherwise."""
         job = await self.store.get_job(job_id)
-        await self._check_may_use(requester, job, await self._guild_settings(requester))
+        self._check_may_use(requester, job, await self._facts(requester))
         return job
 
     async def image_for(self, requester: Requester, job_id: int, index: int) -> tuple[Job, StoredImage]:
         """One image of a finished job, for a member allowed to use it."""
         job, image = await self._image_of(job_id, index)
-        await self._check_may_use(requester, job, await self._guild_settings(requester))
+        self._check_may_use(requester, job, await self._facts(requester))
         return job, image
 
     # -- requests about jobs ------------------------------------------------------------------------------
@@ -172,11 +172,9 @@ class ImagineService:
         return [(job, self.scheduler.queue_info(job.id)) for job in jobs]
 
     async def usage(self, requester: Requester) -> Usage:
-        guild = await self._guild_settings(requester)
-        limits = await self.limits_for(requester, guild)
         now = self._clock.now()
-        used = await self.store.count_jobs_since(requester.guild_id, requester.user_id, quota_day_start(now))
-        return Usage(used, limits.daily_quota, quota_resets_at(now))
+        facts = await self.store.admission_facts(requester.guild_id, requester.user_id, quota_day_start(now))
+        return Usage(facts.used_since, self.limits_for(facts).daily_quota, quota_resets_at(now))
 
     # -- limits -------------------------------------------------------------------------------------------
 
@@ -188,8 +186,10 @@ class ImagineService:
             self.generation, max_steps=max_steps, default_steps=min(self.generation.default_steps, max_steps)
         )
 
-    async def limits_for(self, requester: Requester, guild: GuildSettings | None) -> UserLimits:
+    def limits_for(self, facts: AdmissionFacts) -> UserLimits:
+        """The defaults, then the guild's settings, then the member's own quota."""
         limits = self.user_limits
+        guild = facts.guild
         if guild is not None:
             limits = UserLimits(
                 rate_per_minute=guild.rate_per_minute or limits.rate_per_minute,
@@ -197,16 +197,15 @@ class ImagineService:
                 max_concurrent=guild.max_concurrent or limits.max_concurrent,
                 daily_quota=guild.daily_quota if guild.daily_quota is not None else limits.daily_quota,
             )
-        if requester.guild_id is not None:
-            override = await self.store.get_quota_override(requester.guild_id, requester.user_id)
-            if override is not None and override.daily_quota is not None:
-                limits = replace(limits, daily_quota=override.daily_quota)
+        override = facts.quota_override
+        if override is not None and override.daily_quota is not None:
+            limits = replace(limits, daily_quota=override.daily_quota)
         return limits
 
     async def _submit(
         self,
         requester: Requester,
-        guild: GuildSettings | None,
+        facts: AdmissionFacts | None,
         kind: JobKind,
         params: GenerationParams,
         *,
@@ -214,7 +213,8 @@ class ImagineService:
         source_image_id: int | None = None,
         strength: float | None = None,
     ) -> Job:
-        await self._admit(requester, guild, params)
+        if facts is not None:
+            self._admit(requester, facts, params)
         spec = JobSpec(
             kind=kind,
             user_id=requester.user_id,
@@ -233,37 +233,29 @@ class ImagineService:
         self.scheduler.submit(job)
         return job
 
-    async def _admit(
-        self, requester: Requester, guild: GuildSettings | None, params: GenerationParams
-    ) -> None:
-        if requester.user_id == LOCAL_USER_ID:
-            return  # the operator at the command line
-        if requester.guild_id is not None:
-            if await self.store.is_banned(requester.guild_id, requester.user_id):
-                raise NotAllowed("You can't use the image bot on this server. Ask a moderator if unsure.")
-            words = await self.store.blocked_words(requester.guild_id)
-            text = f"{params.prompt} {params.negative_prompt}"
-            if (word := find_blocked_word(text, words)) is not None:
-                raise NotAllowed(f"Your prompt contains “{word}”, which isn't allowed on this server.")
-        limits = await self.limits_for(requester, guild)
+    def _admit(self, requester: Requester, facts: AdmissionFacts, params: GenerationParams) -> None:
+        if facts.banned:
+            raise NotAllowed("You can't use the image bot on this server. Ask a moderator if unsure.")
+        text = f"{params.prompt} {params.negative_prompt}"
+        if (word := find_blocked_word(text, facts.blocked_words)) is not None:
+            raise NotAllowed(f"Your prompt contains “{word}”, which isn't allowed on this server.")
+        limits = self.limits_for(facts)
         if not requester.is_moderator:
-            now = self._clock.now()
-            used = await self.store.count_jobs_since(
-                requester.guild_id, requester.user_id, quota_day_start(now)
-            )
-            check_quota(used, limits, now)
-        check_concurrency(await self.store.active_jobs(requester.user_id), limits)
+            check_quota(facts.used_since, limits, self._clock.now())
+        check_concurrency(facts.active_jobs, limits)
         self._rate.acquire(requester.guild_id, requester.user_id, limits)
 
-    async def _guild_settings(self, requester: Requester) -> GuildSettings | None:
-        if requester.guild_id is None:
+    async def _facts(self, requester: Requester) -> AdmissionFacts | None:
+        """What the checks need, in one read; None for the operator at the command line (no checks)."""
+        if requester.user_id == LOCAL_USER_ID:
             return None
-        return await self.store.get_guild_settings(requester.guild_id)
+        since = quota_day_start(self._clock.now())
+        return await self.store.admission_facts(requester.guild_id, requester.user_id, since)
 
-    async def _check_may_use(self, requester: Requester, job: Job, guild: GuildSettings | None) -> None:
-        if requester.user_id in (job.user_id, LOCAL_USER_ID) or requester.is_moderator:
+    def _check_may_use(self, requester: Requester, job: Job, facts: AdmissionFacts | None) -> None:
+        if requester.user_id == job.user_id or facts is None or requester.is_moderator:
             return
-        if guild is not None and guild.buttons_for_everyone:
+        if facts.guild is not None and facts.guild.buttons_for_everyone:
             return
         raise NotAllowed("Only the member who made this image (or a moderator) can use its buttons.")
 

@@ -203,8 +203,7 @@ class GpuScheduler:
                 await self._run_batch(decision)
 
     async def _run_batch(self, batch: Batch) -> None:
-        started_ids = set(await self._store.mark_running(batch.job_ids))
-        jobs = [job for job in await self._store.get_jobs(list(batch.job_ids)) if job.id in started_ids]
+        jobs = await self._store.start_jobs(batch.job_ids)  # jobs cancelled meanwhile are left out
         if not jobs:
             return
         tasks: list[ImageTask] = []
@@ -304,14 +303,19 @@ class GpuScheduler:
         for job in jobs:
             mine = [(task, image) for task, image in zip(tasks, images, strict=True) if task.job_id == job.id]
             try:
-                await self._store.complete_job(
+                completion = await self._store.complete_job(
                     job.id, [image for _, image in mine], [task.seed for task, _ in mine]
                 )
             except OSError as error:
                 log.exception("could not save images", extra={"job_id": job.id})
                 await self._fail([job.id], f"I made the images but couldn't save them ({error.strerror}).")
                 continue
-            final = await self._store.get_job(job.id)
+            except Exception as error:
+                # The batch-mates' results are still saved; this job must not stay RUNNING in silence.
+                log.exception("could not store a result", extra={"job_id": job.id})
+                await self._fail([job.id], f"I made the images but couldn't store them: {error}")
+                continue
+            final = completion.job
             if final.state is JobState.CANCELLED:
                 continue  # cancelled while it ran: cancel() already told everyone
             self._emit(JobUpdate(job.id, final.state, error=final.error))

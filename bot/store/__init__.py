@@ -8,11 +8,22 @@ from __future__ import annotations
 from bot.store.database import create_engine, downgrade, migrate, schema_is_current
 from bot.store.errors import ImageNotFound, StoreUnavailable
 from bot.store.images import ImageFiles
-from bot.store.records import Ban, GuildSettings, ModeratorAction, QuotaOverride, RecoveryReport, StoredImage
+from bot.store.records import (
+    AdmissionFacts,
+    Ban,
+    Completion,
+    GuildSettings,
+    ModeratorAction,
+    QuotaOverride,
+    RecoveryReport,
+    StoredImage,
+)
 from bot.store.repository import GuildSettingsChanges, JobStore
 
 __all__ = [
+    "AdmissionFacts",
     "Ban",
+    "Completion",
     "GuildSettings",
     "GuildSettingsChanges",
     "ImageFiles",

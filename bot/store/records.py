@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot.domain.jobs import Job
+
 
 @dataclass(frozen=True)
 class StoredImage:
@@ -16,6 +18,14 @@ class StoredImage:
     width: int
     height: int
     path: str  # relative to the image folder
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A job as `complete_job` left it: SUCCEEDED with its images, or ended meanwhile with none."""
+
+    job: Job
+    images: list[StoredImage]
 
 
 @dataclass(frozen=True)
@@ -68,3 +78,15 @@ class ModeratorAction:
     target_user_id: int | None
     details: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class AdmissionFacts:
+    """What the checks on a new job need to know about the member, read together."""
+
+    guild: GuildSettings | None  # None outside a guild
+    quota_override: QuotaOverride | None
+    banned: bool
+    blocked_words: list[str]
+    used_since: int  # jobs counting against the quota since the time asked for (and any usage reset)
+    active_jobs: int  # queued or running, in every guild

@@ -39,7 +39,16 @@ from bot.store.models import (
     ModeratorActionRow,
     QuotaOverrideRow,
 )
-from bot.store.records import Ban, GuildSettings, ModeratorAction, QuotaOverride, RecoveryReport, StoredImage
+from bot.store.records import (
+    AdmissionFacts,
+    Ban,
+    Completion,
+    GuildSettings,
+    ModeratorAction,
+    QuotaOverride,
+    RecoveryReport,
+    StoredImage,
+)
 
 MAX_WORD_CHARS = 100
 
@@ -186,7 +195,11 @@ class JobStore:
             return [_job(row) for row in (await session.scalars(query)).all()]
 
     async def mark_running(self, job_ids: Sequence[int]) -> list[int]:
-        """QUEUED -> RUNNING for these jobs, atomically; returns the ids that moved, in the order given.
+        """QUEUED -> RUNNING for these jobs; the ids that moved, in the order given (see start_jobs)."""
+        return [job.id for job in await self.start_jobs(job_ids)]
+
+    async def start_jobs(self, job_ids: Sequence[int]) -> list[Job]:
+        """QUEUED -> RUNNING for these jobs, atomically; returns the jobs that moved, in the order given.
 
         A job that ended meanwhile (cancelled, or failed) is skipped. A job that is already RUNNING was
         handed out twice: InvalidTransition. An unknown id: JobNotFound (and nothing moves).
@@ -196,63 +209,62 @@ class JobStore:
             return []
         now = self._clock.now()
         async with self._sessions.begin() as session:
-            result = await session.execute(
+            rows = await session.scalars(
                 update(JobRow)
                 .where(JobRow.id.in_(wanted), JobRow.state == JobState.QUEUED.value)
                 .values(state=JobState.RUNNING.value, started_at=now, attempts=JobRow.attempts + 1)
-                .returning(JobRow.id)
-                .execution_options(synchronize_session=False)
+                .returning(JobRow)
+                .execution_options(synchronize_session=False, populate_existing=True)
             )
-            moved = set(result.scalars().all())
+            moved = {row.id: _job(row) for row in rows.all()}
             await self._check_skipped(session, [i for i in wanted if i not in moved], JobState.RUNNING)
-        return [job_id for job_id in wanted if job_id in moved]
+        return [moved[job_id] for job_id in wanted if job_id in moved]
 
     async def complete_job(
         self, job_id: int, images: Sequence[Image.Image], seeds: Sequence[int]
-    ) -> list[StoredImage]:
-        """Save a RUNNING job's images and mark it SUCCEEDED, in one transaction.
+    ) -> Completion:
+        """Save a RUNNING job's images and mark it SUCCEEDED, in one transaction; return the job as it ends.
 
-        If the job was cancelled (or failed) while it rendered, it stays that way: nothing is stored and
-        the result is []. The files are written first (in a thread); they are removed again if the job
+        If the job was cancelled (or failed) while it rendered, it stays that way and nothing is stored
+        (`images` is empty). The files are written first (in a thread), and removed again if the job
         turns out to have ended, or if the transaction fails. OSError from the disk is raised as is.
         Called for a job that is neither RUNNING nor ended (QUEUED, or completed twice): InvalidTransition.
         """
         if len(images) != len(seeds):
             raise ValueError(f"job {job_id}: {len(images)} images but {len(seeds)} seeds")
-        job = await self.get_job(job_id)
-        if job.state in (JobState.CANCELLED, JobState.FAILED):
-            return []
-        check_transition(job_id, job.state, JobState.SUCCEEDED)
-        if len(images) != job.spec.image_count:
-            raise ValueError(f"job {job_id} makes {job.spec.image_count} images, got {len(images)}")
-
         paths = await asyncio.to_thread(self._save_files, job_id, images)
         try:
-            stored = await self._record_images(job_id, images, seeds, paths)
+            completion = await self._record_images(job_id, images, seeds, paths)
         except InvalidTransition:
             raise  # completed twice: the files may belong to the completion that won, so leave them
         except Exception:
             await asyncio.to_thread(self._remove_files, paths)
             raise
-        if not stored:
+        if not completion.images:
             await asyncio.to_thread(self._remove_files, paths)  # ended meanwhile: the files belong to nothing
-        return stored
+        return completion
 
     async def _record_images(
         self, job_id: int, images: Sequence[Image.Image], seeds: Sequence[int], paths: Sequence[str]
-    ) -> list[StoredImage]:
+    ) -> Completion:
         now = self._clock.now()
         async with self._sessions.begin() as session:
-            result = await session.execute(
+            row = await session.scalar(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state == JobState.RUNNING.value)
                 .values(state=JobState.SUCCEEDED.value, finished_at=now)
-                .returning(JobRow.id)
-                .execution_options(synchronize_session=False)
+                .returning(JobRow)
+                .execution_options(synchronize_session=False, populate_existing=True)
             )
-            if result.first() is None:
+            if row is None:
                 await self._check_skipped(session, [job_id], JobState.SUCCEEDED)
-                return []  # cancelled or failed meanwhile
+                ended = await session.get(JobRow, job_id)  # cancelled or failed meanwhile
+                assert ended is not None
+                return Completion(_job(ended), [])
+            job = _job(row)
+            if len(images) != job.spec.image_count:
+                # Raising rolls the transaction back: the job stays RUNNING.
+                raise ValueError(f"job {job_id} makes {job.spec.image_count} images, got {len(images)}")
             rows = [
                 ImageRow(
                     job_id=job_id,
@@ -267,7 +279,7 @@ class JobStore:
             ]
             session.add_all(rows)
             await session.flush()
-        return [_image(row) for row in rows]
+        return Completion(job, [_image(row) for row in rows])
 
     async def fail_job(self, job_id: int, reason: str) -> Job:
         """QUEUED or RUNNING -> FAILED with `reason`; a job that already ended is returned unchanged."""
@@ -422,41 +434,75 @@ class JobStore:
         """
         _require_aware(since)
         async with self._read_sessions.begin() as session:
+            override = None
             if guild_id is not None:
-                reset_at = await session.scalar(
-                    select(QuotaOverrideRow.usage_reset_at).where(
-                        QuotaOverrideRow.guild_id == guild_id, QuotaOverrideRow.user_id == user_id
-                    )
-                )
-                if reset_at is not None and reset_at > since:
-                    since = reset_at
-            guild_matches: ColumnElement[bool] = (
-                JobRow.guild_id.is_(None) if guild_id is None else JobRow.guild_id == guild_id
-            )
-            count = await session.scalar(
-                select(func.count())
-                .select_from(JobRow)
-                .where(
-                    guild_matches,
-                    JobRow.user_id == user_id,
-                    JobRow.created_at >= since,
-                    JobRow.state != JobState.FAILED.value,
-                    not_(and_(JobRow.state == JobState.CANCELLED.value, JobRow.started_at.is_(None))),
-                )
-            )
-        return int(count or 0)
+                override = await session.get(QuotaOverrideRow, (guild_id, user_id))
+            return await self._count_jobs_since(session, guild_id, user_id, since, override)
 
     async def active_jobs(self, user_id: int) -> int:
         """How many of the member's jobs are queued or running, in every guild."""
         async with self._read_sessions.begin() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(JobRow)
-                .where(
-                    JobRow.user_id == user_id,
-                    JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
-                )
+            return await self._active_jobs(session, user_id)
+
+    async def admission_facts(self, guild_id: int | None, user_id: int, since: datetime) -> AdmissionFacts:
+        """Everything the checks on a new job need, read in one unit of work (one round of I/O)."""
+        _require_aware(since)
+        async with self._read_sessions.begin() as session:
+            settings = override = ban = None
+            words: list[str] = []
+            if guild_id is not None:
+                settings = await session.get(GuildSettingsRow, guild_id)
+                override = await session.get(QuotaOverrideRow, (guild_id, user_id))
+                ban = await session.get(BanRow, (guild_id, user_id))
+                words = await self._blocked_words(session, guild_id)
+            return AdmissionFacts(
+                guild=None
+                if guild_id is None
+                else GuildSettings(guild_id)
+                if settings is None
+                else _settings(settings),
+                quota_override=None if override is None else _override(override),
+                banned=ban is not None,
+                blocked_words=words,
+                used_since=await self._count_jobs_since(session, guild_id, user_id, since, override),
+                active_jobs=await self._active_jobs(session, user_id),
             )
+
+    @staticmethod
+    async def _count_jobs_since(
+        session: AsyncSession,
+        guild_id: int | None,
+        user_id: int,
+        since: datetime,
+        override: QuotaOverrideRow | None,
+    ) -> int:
+        if override is not None and override.usage_reset_at is not None and override.usage_reset_at > since:
+            since = override.usage_reset_at
+        guild_matches: ColumnElement[bool] = (
+            JobRow.guild_id.is_(None) if guild_id is None else JobRow.guild_id == guild_id
+        )
+        count = await session.scalar(
+            select(func.count())
+            .select_from(JobRow)
+            .where(
+                guild_matches,
+                JobRow.user_id == user_id,
+                JobRow.created_at >= since,
+                JobRow.state != JobState.FAILED.value,
+                not_(and_(JobRow.state == JobState.CANCELLED.value, JobRow.started_at.is_(None))),
+            )
+        )
+        return int(count or 0)
+
+    @staticmethod
+    async def _active_jobs(session: AsyncSession, user_id: int) -> int:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(JobRow)
+            .where(
+                JobRow.user_id == user_id, JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value])
+            )
+        )
         return int(count or 0)
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings:
@@ -579,12 +625,16 @@ class JobStore:
     async def blocked_words(self, guild_id: int) -> list[str]:
         """The guild's blocked words, case-folded, in alphabetical order."""
         async with self._read_sessions.begin() as session:
-            words = await session.scalars(
-                select(BlockedWordRow.word)
-                .where(BlockedWordRow.guild_id == guild_id)
-                .order_by(BlockedWordRow.word)
-            )
-            return list(words.all())
+            return await self._blocked_words(session, guild_id)
+
+    @staticmethod
+    async def _blocked_words(session: AsyncSession, guild_id: int) -> list[str]:
+        words = await session.scalars(
+            select(BlockedWordRow.word)
+            .where(BlockedWordRow.guild_id == guild_id)
+            .order_by(BlockedWordRow.word)
+        )
+        return list(words.all())
 
     # ---------------------------------------------------- moderator actions
 

@@ -104,7 +104,7 @@ async def test_complete_job(store: JobStore, clock: FakeClock, tmp_path: Path) -
     job_id = await _running(store)
     clock.advance(30)
     images = make_images(size=(20, 10))
-    stored = await store.complete_job(job_id, images, [7, 8, 9, 2**32 - 1])
+    stored = (await store.complete_job(job_id, images, [7, 8, 9, 2**32 - 1])).images
     assert [(i.index, i.seed, i.width, i.height) for i in stored] == [
         (0, 7, 20, 10),
         (1, 8, 20, 10),
@@ -129,7 +129,7 @@ async def test_complete_after_cancel_keeps_it_cancelled(store: JobStore, tmp_pat
     job_id = await _running(store)
     cancelled = await store.cancel_job(job_id)
     assert cancelled.state is JobState.CANCELLED
-    assert await store.complete_job(job_id, make_images(), [1, 2, 3, 4]) == []
+    assert (await store.complete_job(job_id, make_images(), [1, 2, 3, 4])).images == []
     assert (await store.get_job(job_id)).state is JobState.CANCELLED
     assert await store.job_images(job_id) == []
     assert not list((tmp_path / "images").rglob("*.png"))
@@ -148,7 +148,7 @@ async def test_cancel_between_the_files_and_the_transaction(
         return paths
 
     monkeypatch.setattr(store, "_save_files", save_then_cancel)
-    assert await store.complete_job(job_id, make_images(), [1, 2, 3, 4]) == []
+    assert (await store.complete_job(job_id, make_images(), [1, 2, 3, 4])).images == []
     assert (await store.get_job(job_id)).state is JobState.CANCELLED
     assert await store.job_images(job_id) == []
     assert not list((tmp_path / "images").rglob("*.png"))
@@ -181,13 +181,13 @@ async def test_complete_checks(store: JobStore) -> None:
 
 async def test_complete_upscale_one_image(store: JobStore) -> None:
     parent = await _running(store)
-    [source, *_] = await store.complete_job(parent, make_images(), [1, 2, 3, 4])
+    [source, *_] = (await store.complete_job(parent, make_images(), [1, 2, 3, 4])).images
     upscale = await store.create_job(
         make_spec(JobKind.UPSCALE, parent_job_id=parent, source_image_id=source.id)
     )
     assert (await store.get_job(upscale.id)).spec.source_image_id == source.id
     await store.mark_running([upscale.id])
-    [image] = await store.complete_job(upscale.id, make_images(JobKind.UPSCALE, (40, 40)), [5])
+    [image] = (await store.complete_job(upscale.id, make_images(JobKind.UPSCALE, (40, 40)), [5])).images
     assert (image.index, image.width) == (0, 40)
 
 
@@ -306,7 +306,7 @@ async def test_missing_images(store: JobStore, tmp_path: Path) -> None:
     with pytest.raises(ImageNotFound):
         await store.get_image(1)
     job_id = await _running(store)
-    [first, *_] = await store.complete_job(job_id, make_images(), [1, 2, 3, 4])
+    [first, *_] = (await store.complete_job(job_id, make_images(), [1, 2, 3, 4])).images
     (tmp_path / "images" / first.path).unlink()
     with pytest.raises(ImageNotFound):
         await store.load_image(first.id)
@@ -341,3 +341,22 @@ async def test_racing_dispatchers_move_each_job_once(store: JobStore) -> None:
     assert sorted(map(type, results), key=str) == sorted([list, InvalidTransition], key=str)
     assert ids in results
     assert {job.attempts for job in await store.get_jobs(ids)} == {1}
+
+
+async def test_start_and_complete_return_the_jobs(store: JobStore, clock: FakeClock) -> None:
+    """start_jobs hands back the started jobs; complete_job the job as it ended, with its images."""
+    first, second, cancelled = [await store.create_job(make_spec()) for _ in range(3)]
+    await store.cancel_job(cancelled.id)
+    started = await store.start_jobs([second.id, cancelled.id, first.id])
+    assert [job.id for job in started] == [second.id, first.id]
+    assert all(job.state is JobState.RUNNING and job.attempts == 1 for job in started)
+    assert started[0] == await store.get_job(second.id)
+    clock.advance(2)
+    completion = await store.complete_job(first.id, make_images(), [1, 2, 3, 4])
+    assert completion.job == await store.get_job(first.id)
+    assert completion.job.state is JobState.SUCCEEDED
+    assert completion.job.finished_at == clock.now()
+    assert [image.seed for image in completion.images] == [1, 2, 3, 4]
+    await store.cancel_job(second.id)
+    ended = await store.complete_job(second.id, make_images(), [1, 2, 3, 4])
+    assert (ended.job.state, ended.images) == (JobState.CANCELLED, [])

@@ -75,7 +75,7 @@ async def test_downgrade_to_base_with_data(db_url: str, tmp_path: Path) -> None:
     try:
         parent = await store.create_job(make_spec())
         await store.mark_running([parent.id])
-        [first, *_] = await store.complete_job(parent.id, make_images(), [1, 2, 3, 4])
+        [first, *_] = (await store.complete_job(parent.id, make_images(), [1, 2, 3, 4])).images
         await store.create_job(make_spec(JobKind.UPSCALE, parent_job_id=parent.id, source_image_id=first.id))
         await store.update_guild_settings(1, daily_quota=5)
         await store.ban(1, 2, "spam", 3)

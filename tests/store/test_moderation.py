@@ -186,3 +186,39 @@ async def test_moderator_actions(store: JobStore, clock: FakeClock) -> None:
     assert actions[0].created_at == clock.now()
     assert actions[1].details == {"daily_quota": 5, "until": "2026-02-01 00:00:00+00:00"}
     assert len(await store.actions(GUILD)) == 3
+
+
+async def test_admission_facts_agree_with_the_single_reads(store: JobStore, clock: FakeClock) -> None:
+    """The one-read admission facts equal what the separate store methods say, member by member."""
+    since = clock.now()
+    for state in JobState:
+        await _job_in(store, state)
+        await _job_in(store, state, user_id=USER - 1)
+    await _job_in(store, JobState.QUEUED, guild_id=None)
+    await store.update_guild_settings(GUILD, daily_quota=7, max_steps=20, buttons_for_everyone=True)
+    await store.set_quota_override(GUILD, USER, 3, set_by=MOD)
+    clock.advance(5)
+    await store.reset_usage(GUILD, USER - 1, set_by=MOD)
+    await _job_in(store, JobState.SUCCEEDED, user_id=USER - 1)
+    await store.ban(GUILD, USER - 1, "spam", by=MOD)
+    await store.add_blocked_word(GUILD, "gore", added_by=MOD)
+    await store.add_blocked_word(GUILD, "blood bath", added_by=MOD)
+
+    for guild_id, user_id in [(GUILD, USER), (GUILD, USER - 1), (GUILD + 1, USER), (None, USER), (GUILD, 5)]:
+        facts = await store.admission_facts(guild_id, user_id, since)
+        assert facts.used_since == await store.count_jobs_since(guild_id, user_id, since)
+        assert facts.active_jobs == await store.active_jobs(user_id)
+        if guild_id is None:
+            assert (facts.guild, facts.quota_override, facts.banned, facts.blocked_words) == (
+                None,
+                None,
+                False,
+                [],
+            )
+            continue
+        assert facts.guild == await store.get_guild_settings(guild_id)
+        assert facts.quota_override == await store.get_quota_override(guild_id, user_id)
+        assert facts.banned == await store.is_banned(guild_id, user_id)
+        assert facts.blocked_words == await store.blocked_words(guild_id)
+    facts = await store.admission_facts(GUILD, USER - 1, since)
+    assert (facts.banned, facts.used_since, facts.blocked_words) == (True, 1, ["blood bath", "gore"])

@@ -130,7 +130,7 @@ async def test_migrations(pg_url: str, tmp_path: Path) -> None:
         store = JobStore(engine, ImageFiles(tmp_path), FakeClock())
         parent = await store.create_job(make_spec())
         await store.mark_running([parent.id])
-        [image, *_] = await store.complete_job(parent.id, make_images(), [1, 2, 3, 4])
+        [image, *_] = (await store.complete_job(parent.id, make_images(), [1, 2, 3, 4])).images
         await store.create_job(
             make_spec(JobKind.VARIATION, parent_job_id=parent.id, source_image_id=image.id)
         )
@@ -157,12 +157,12 @@ async def test_jobs_and_races(pg_store: JobStore, clock: FakeClock) -> None:
 
     done, cancelled, requeued, tired, *_ = ids
     clock.advance(10)
-    stored = await store.complete_job(done, make_images(), [0, 1, 2, 2**32 - 1])
+    stored = (await store.complete_job(done, make_images(), [0, 1, 2, 2**32 - 1])).images
     assert [image.seed for image in await store.job_images(done)] == [0, 1, 2, 2**32 - 1]
     assert (await store.load_image(stored[3].id)).mode == "RGB"
 
     await store.cancel_job(cancelled)
-    assert await store.complete_job(cancelled, make_images(), [1, 2, 3, 4]) == []
+    assert (await store.complete_job(cancelled, make_images(), [1, 2, 3, 4])).images == []
     assert (await store.get_job(cancelled)).state is JobState.CANCELLED
 
     await store.requeue_jobs([requeued], "Out of GPU memory.")
