@@ -197,9 +197,8 @@ class ImagineService:
                 max_concurrent=guild.max_concurrent or limits.max_concurrent,
                 daily_quota=guild.daily_quota if guild.daily_quota is not None else limits.daily_quota,
             )
-        override = facts.quota_override
-        if override is not None and override.daily_quota is not None:
-            limits = replace(limits, daily_quota=override.daily_quota)
+        if facts.daily_quota_override is not None:
+            limits = replace(limits, daily_quota=facts.daily_quota_override)
         return limits
 
     async def _submit(

@@ -24,6 +24,7 @@ from bot.domain.estimates import DurationEstimator
 from bot.domain.jobs import NEEDS_SOURCE_IMAGE, Job, JobState
 from bot.scheduler.backend import GenerationBackend, ImageTask, RenderBatch
 from bot.scheduler.events import JobUpdate, QueueInfo
+from bot.store.records import JobResult
 from bot.store.repository import JobStore
 
 log = logging.getLogger(__name__)
@@ -300,25 +301,31 @@ class GpuScheduler:
     async def _complete(
         self, jobs: Sequence[Job], tasks: Sequence[ImageTask], images: Sequence[Image.Image]
     ) -> None:
-        for job in jobs:
-            mine = [(task, image) for task, image in zip(tasks, images, strict=True) if task.job_id == job.id]
-            try:
-                completion = await self._store.complete_job(
-                    job.id, [image for _, image in mine], [task.seed for task, _ in mine]
-                )
-            except OSError as error:
-                log.exception("could not save images", extra={"job_id": job.id})
-                await self._fail([job.id], f"I made the images but couldn't save them ({error.strerror}).")
-                continue
-            except Exception as error:
-                # The batch-mates' results are still saved; this job must not stay RUNNING in silence.
-                log.exception("could not store a result", extra={"job_id": job.id})
-                await self._fail([job.id], f"I made the images but couldn't store them: {error}")
-                continue
+        results = [
+            JobResult(
+                job.id,
+                [image for task, image in zip(tasks, images, strict=True) if task.job_id == job.id],
+                [task.seed for task in tasks if task.job_id == job.id],
+            )
+            for job in jobs
+        ]
+        try:
+            completions = await self._store.complete_jobs(results)
+        except OSError as error:
+            log.exception("could not save images", extra={"job_ids": [job.id for job in jobs]})
+            reason = f"I made the images but couldn't save them ({error.strerror or error})."
+            await self._fail([job.id for job in jobs], reason)
+            return
+        except Exception as error:
+            # The jobs must not stay RUNNING in silence.
+            log.exception("could not store the results", extra={"job_ids": [job.id for job in jobs]})
+            await self._fail([job.id for job in jobs], f"I made the images but couldn't store them: {error}")
+            return
+        for completion in completions:
             final = completion.job
             if final.state is JobState.CANCELLED:
                 continue  # cancelled while it ran: cancel() already told everyone
-            self._emit(JobUpdate(job.id, final.state, error=final.error))
+            self._emit(JobUpdate(final.id, final.state, error=final.error))
             self._resolve(final)
 
     async def _fail(self, job_ids: Sequence[int], reason: str) -> None:

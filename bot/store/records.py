@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from PIL import Image
 
 from bot.domain.jobs import Job
 
@@ -18,6 +21,15 @@ class StoredImage:
     width: int
     height: int
     path: str  # relative to the image folder
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job rendered: its images, in order, and the seed of each."""
+
+    job_id: int
+    images: Sequence[Image.Image]
+    seeds: Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,7 @@ class AdmissionFacts:
     """What the checks on a new job need to know about the member, read together."""
 
     guild: GuildSettings | None  # None outside a guild
-    quota_override: QuotaOverride | None
+    daily_quota_override: int | None  # the member's own quota, if a moderator set one
     banned: bool
     blocked_words: list[str]
     used_since: int  # jobs counting against the quota since the time asked for (and any usage reset)

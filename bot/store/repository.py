@@ -17,7 +17,21 @@ from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
 from PIL import Image
-from sqlalchemy import ColumnElement, and_, delete, func, not_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    delete,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -38,12 +52,14 @@ from bot.store.models import (
     JobRow,
     ModeratorActionRow,
     QuotaOverrideRow,
+    UTCDateTime,
 )
 from bot.store.records import (
     AdmissionFacts,
     Ban,
     Completion,
     GuildSettings,
+    JobResult,
     ModeratorAction,
     QuotaOverride,
     RecoveryReport,
@@ -51,6 +67,10 @@ from bot.store.records import (
 )
 
 MAX_WORD_CHARS = 100
+
+
+# A guild's settings and blocked words are cached this long; the store's own writes clear them at once.
+GUILD_CACHE_SECONDS = 30.0
 
 
 class GuildSettingsChanges(TypedDict, total=False):
@@ -73,6 +93,8 @@ class JobStore:
         self.images = images
         self._clock = clock
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # guild id -> (when read, settings, blocked words); see admission_facts
+        self._guild_cache: dict[int, tuple[float, GuildSettings, list[str]]] = {}
         self._read_sessions = async_sessionmaker(
             engine, expire_on_commit=False, execution_options={READ_ONLY: True}
         )
@@ -223,63 +245,88 @@ class JobStore:
     async def complete_job(
         self, job_id: int, images: Sequence[Image.Image], seeds: Sequence[int]
     ) -> Completion:
-        """Save a RUNNING job's images and mark it SUCCEEDED, in one transaction; return the job as it ends.
+        """Save a RUNNING job's images and mark it SUCCEEDED; the job as it ends (see complete_jobs)."""
+        [completion] = await self.complete_jobs([JobResult(job_id, images, seeds)])
+        return completion
 
-        If the job was cancelled (or failed) while it rendered, it stays that way and nothing is stored
-        (`images` is empty). The files are written first (in a thread), and removed again if the job
-        turns out to have ended, or if the transaction fails. OSError from the disk is raised as is.
-        Called for a job that is neither RUNNING nor ended (QUEUED, or completed twice): InvalidTransition.
+    async def complete_jobs(self, results: Sequence[JobResult]) -> list[Completion]:
+        """Save RUNNING jobs' images and mark them SUCCEEDED, all in one transaction; return each job as it
+        ends, in the order given.
+
+        A job cancelled (or failed) while it rendered stays that way and stores nothing (its `images` is
+        empty). The files are written first (in one thread), and removed again for a job that turns out
+        to have ended, or all of them if the transaction fails. OSError from the disk is raised as is.
+        A job that is neither RUNNING nor ended (QUEUED, or completed twice): InvalidTransition.
         """
-        if len(images) != len(seeds):
-            raise ValueError(f"job {job_id}: {len(images)} images but {len(seeds)} seeds")
-        paths = await asyncio.to_thread(self._save_files, job_id, images)
+        for result in results:
+            if len(result.images) != len(result.seeds):
+                raise ValueError(
+                    f"job {result.job_id}: {len(result.images)} images but {len(result.seeds)} seeds"
+                )
+        paths = await asyncio.to_thread(self._save_files, results)
         try:
-            completion = await self._record_images(job_id, images, seeds, paths)
+            completions = await self._record_images(results, paths)
         except InvalidTransition:
             raise  # completed twice: the files may belong to the completion that won, so leave them
         except Exception:
-            await asyncio.to_thread(self._remove_files, paths)
+            await asyncio.to_thread(self._remove_files, [path for job_paths in paths for path in job_paths])
             raise
-        if not completion.images:
-            await asyncio.to_thread(self._remove_files, paths)  # ended meanwhile: the files belong to nothing
-        return completion
+        unused = [
+            path
+            for c, job_paths in zip(completions, paths, strict=True)
+            if not c.images
+            for path in job_paths
+        ]
+        if unused:
+            await asyncio.to_thread(
+                self._remove_files, unused
+            )  # ended meanwhile: the files belong to nothing
+        return completions
 
     async def _record_images(
-        self, job_id: int, images: Sequence[Image.Image], seeds: Sequence[int], paths: Sequence[str]
-    ) -> Completion:
+        self, results: Sequence[JobResult], paths: Sequence[Sequence[str]]
+    ) -> list[Completion]:
         now = self._clock.now()
+        completions: list[Completion] = []
         async with self._sessions.begin() as session:
-            row = await session.scalar(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state == JobState.RUNNING.value)
-                .values(state=JobState.SUCCEEDED.value, finished_at=now)
-                .returning(JobRow)
-                .execution_options(synchronize_session=False, populate_existing=True)
-            )
-            if row is None:
-                await self._check_skipped(session, [job_id], JobState.SUCCEEDED)
-                ended = await session.get(JobRow, job_id)  # cancelled or failed meanwhile
-                assert ended is not None
-                return Completion(_job(ended), [])
-            job = _job(row)
-            if len(images) != job.spec.image_count:
-                # Raising rolls the transaction back: the job stays RUNNING.
-                raise ValueError(f"job {job_id} makes {job.spec.image_count} images, got {len(images)}")
-            rows = [
-                ImageRow(
-                    job_id=job_id,
-                    index=index,
-                    seed=seed,
-                    width=image.width,
-                    height=image.height,
-                    path=path,
-                    created_at=now,
+            for result, job_paths in zip(results, paths, strict=True):
+                row = await session.scalar(
+                    update(JobRow)
+                    .where(JobRow.id == result.job_id, JobRow.state == JobState.RUNNING.value)
+                    .values(state=JobState.SUCCEEDED.value, finished_at=now)
+                    .returning(JobRow)
+                    .execution_options(synchronize_session=False, populate_existing=True)
                 )
-                for index, (image, seed, path) in enumerate(zip(images, seeds, paths, strict=True))
-            ]
-            session.add_all(rows)
-            await session.flush()
-        return Completion(job, [_image(row) for row in rows])
+                if row is None:
+                    await self._check_skipped(session, [result.job_id], JobState.SUCCEEDED)
+                    ended = await session.get(JobRow, result.job_id)  # cancelled or failed meanwhile
+                    assert ended is not None
+                    completions.append(Completion(_job(ended), []))
+                    continue
+                job = _job(row)
+                if len(result.images) != job.spec.image_count:
+                    # Raising rolls the transaction back: the jobs stay RUNNING.
+                    raise ValueError(
+                        f"job {job.id} makes {job.spec.image_count} images, got {len(result.images)}"
+                    )
+                rows = [
+                    ImageRow(
+                        job_id=job.id,
+                        index=index,
+                        seed=seed,
+                        width=image.width,
+                        height=image.height,
+                        path=path,
+                        created_at=now,
+                    )
+                    for index, (image, seed, path) in enumerate(
+                        zip(result.images, result.seeds, job_paths, strict=True)
+                    )
+                ]
+                session.add_all(rows)
+                await session.flush()
+                completions.append(Completion(job, [_image(row) for row in rows]))
+        return completions
 
     async def fail_job(self, job_id: int, reason: str) -> Job:
         """QUEUED or RUNNING -> FAILED with `reason`; a job that already ended is returned unchanged."""
@@ -375,13 +422,16 @@ class JobStore:
             # expected is not the one the job is in.
             raise AssertionError(f"job {job_id}: unexpected state {current.value} for {target.value}")
 
-    def _save_files(self, job_id: int, images: Sequence[Image.Image]) -> list[str]:
-        paths: list[str] = []
+    def _save_files(self, results: Sequence[JobResult]) -> list[list[str]]:
+        """Each job's image files, in job order; on any error none of them is left behind."""
+        paths: list[list[str]] = []
         try:
-            for index, image in enumerate(images):
-                paths.append(self.images.save(job_id, index, image))
+            for result in results:
+                paths.append([])
+                for index, image in enumerate(result.images):
+                    paths[-1].append(self.images.save(result.job_id, index, image))
         except BaseException:
-            self._remove_files(paths)
+            self._remove_files([path for job_paths in paths for path in job_paths])
             raise
         return paths
 
@@ -434,76 +484,58 @@ class JobStore:
         """
         _require_aware(since)
         async with self._read_sessions.begin() as session:
-            override = None
-            if guild_id is not None:
-                override = await session.get(QuotaOverrideRow, (guild_id, user_id))
-            return await self._count_jobs_since(session, guild_id, user_id, since, override)
+            return int(await session.scalar(_quota_count(guild_id, user_id, since)) or 0)
 
     async def active_jobs(self, user_id: int) -> int:
         """How many of the member's jobs are queued or running, in every guild."""
         async with self._read_sessions.begin() as session:
-            return await self._active_jobs(session, user_id)
+            return int(await session.scalar(_active_count(user_id)) or 0)
 
     async def admission_facts(self, guild_id: int | None, user_id: int, since: datetime) -> AdmissionFacts:
-        """Everything the checks on a new job need, read in one unit of work (one round of I/O)."""
+        """Everything the checks on a new job need: the member's facts in one statement, the guild's
+        settings and blocked words from a short-lived cache (they change only through this store)."""
         _require_aware(since)
+        guild, words = await self._guild_rules(guild_id) if guild_id is not None else (None, [])
+        banned: ColumnElement[bool] = false()
+        own_quota: Any = null()
+        if guild_id is not None:
+            banned = exists().where(BanRow.guild_id == guild_id, BanRow.user_id == user_id)
+            own_quota = (
+                select(QuotaOverrideRow.daily_quota)
+                .where(QuotaOverrideRow.guild_id == guild_id, QuotaOverrideRow.user_id == user_id)
+                .scalar_subquery()
+            )
+        statement = select(
+            _quota_count(guild_id, user_id, since).scalar_subquery(),
+            _active_count(user_id).scalar_subquery(),
+            banned,
+            own_quota,
+        )
         async with self._read_sessions.begin() as session:
-            settings = override = ban = None
-            words: list[str] = []
-            if guild_id is not None:
-                settings = await session.get(GuildSettingsRow, guild_id)
-                override = await session.get(QuotaOverrideRow, (guild_id, user_id))
-                ban = await session.get(BanRow, (guild_id, user_id))
-                words = await self._blocked_words(session, guild_id)
-            return AdmissionFacts(
-                guild=None
-                if guild_id is None
-                else GuildSettings(guild_id)
-                if settings is None
-                else _settings(settings),
-                quota_override=None if override is None else _override(override),
-                banned=ban is not None,
-                blocked_words=words,
-                used_since=await self._count_jobs_since(session, guild_id, user_id, since, override),
-                active_jobs=await self._active_jobs(session, user_id),
-            )
+            used, active, is_banned, daily_quota = (await session.execute(statement)).one()
+        return AdmissionFacts(
+            guild=guild,
+            daily_quota_override=daily_quota,
+            banned=bool(is_banned),
+            blocked_words=words,
+            used_since=int(used or 0),
+            active_jobs=int(active or 0),
+        )
 
-    @staticmethod
-    async def _count_jobs_since(
-        session: AsyncSession,
-        guild_id: int | None,
-        user_id: int,
-        since: datetime,
-        override: QuotaOverrideRow | None,
-    ) -> int:
-        if override is not None and override.usage_reset_at is not None and override.usage_reset_at > since:
-            since = override.usage_reset_at
-        guild_matches: ColumnElement[bool] = (
-            JobRow.guild_id.is_(None) if guild_id is None else JobRow.guild_id == guild_id
-        )
-        count = await session.scalar(
-            select(func.count())
-            .select_from(JobRow)
-            .where(
-                guild_matches,
-                JobRow.user_id == user_id,
-                JobRow.created_at >= since,
-                JobRow.state != JobState.FAILED.value,
-                not_(and_(JobRow.state == JobState.CANCELLED.value, JobRow.started_at.is_(None))),
-            )
-        )
-        return int(count or 0)
+    def _forget_guild_rules(self, guild_id: int) -> None:
+        self._guild_cache.pop(guild_id, None)
 
-    @staticmethod
-    async def _active_jobs(session: AsyncSession, user_id: int) -> int:
-        count = await session.scalar(
-            select(func.count())
-            .select_from(JobRow)
-            .where(
-                JobRow.user_id == user_id, JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value])
-            )
-        )
-        return int(count or 0)
+    async def _guild_rules(self, guild_id: int) -> tuple[GuildSettings, list[str]]:
+        cached = self._guild_cache.get(guild_id)
+        now = self._clock.monotonic()
+        if cached is not None and now - cached[0] < GUILD_CACHE_SECONDS:
+            return cached[1], cached[2]
+        async with self._read_sessions.begin() as session:
+            row = await session.get(GuildSettingsRow, guild_id)
+            settings = GuildSettings(guild_id=guild_id) if row is None else _settings(row)
+            words = await self._blocked_words(session, guild_id)
+        self._guild_cache[guild_id] = (now, settings, words)
+        return settings, words
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings:
         """The guild's settings; a guild never configured gets all defaults (None)."""
@@ -531,7 +563,8 @@ class JobStore:
             await session.execute(self.upsert(GuildSettingsRow, {"guild_id": guild_id}, values))
             row = await session.get(GuildSettingsRow, guild_id, populate_existing=True)
             assert row is not None
-            return _settings(row)
+        self._forget_guild_rules(guild_id)  # after the commit, so no reader can cache the old rules again
+        return _settings(row)
 
     async def get_quota_override(self, guild_id: int, user_id: int) -> QuotaOverride | None:
         async with self._read_sessions.begin() as session:
@@ -610,7 +643,9 @@ class JobStore:
         async with self._sessions.begin() as session:
             statement = self._insert(BlockedWordRow).values(values).on_conflict_do_nothing()
             result = await session.execute(statement.returning(BlockedWordRow.word))
-            return result.first() is not None
+            added = result.first() is not None
+        self._forget_guild_rules(guild_id)
+        return added
 
     async def remove_blocked_word(self, guild_id: int, word: str) -> bool:
         """Unblock a word; False if it was not blocked."""
@@ -620,7 +655,9 @@ class JobStore:
                 .where(BlockedWordRow.guild_id == guild_id, BlockedWordRow.word == _stored_word(word))
                 .returning(BlockedWordRow.word)
             )
-            return result.first() is not None
+            removed = result.first() is not None
+        self._forget_guild_rules(guild_id)
+        return removed
 
     async def blocked_words(self, guild_id: int) -> list[str]:
         """The guild's blocked words, case-folded, in alphabetical order."""
@@ -682,6 +719,40 @@ class JobStore:
     ) -> postgresql.Insert | sqlite.Insert:
         statement = self._insert(model).values({**keys, **values})
         return statement.on_conflict_do_update(index_elements=list(keys), set_=values)
+
+
+def _quota_count(guild_id: int | None, user_id: int, since: datetime) -> Select[int]:
+    """Jobs counting against the quota since `since`, or since the member's usage reset if later."""
+    start: Any = literal(since, UTCDateTime())
+    if guild_id is not None:
+        reset_at = (
+            select(QuotaOverrideRow.usage_reset_at)
+            .where(QuotaOverrideRow.guild_id == guild_id, QuotaOverrideRow.user_id == user_id)
+            .scalar_subquery()
+        )
+        start = case((reset_at > start, reset_at), else_=start)
+    guild_matches: ColumnElement[bool] = (
+        JobRow.guild_id.is_(None) if guild_id is None else JobRow.guild_id == guild_id
+    )
+    return (
+        select(func.count())
+        .select_from(JobRow)
+        .where(
+            guild_matches,
+            JobRow.user_id == user_id,
+            JobRow.created_at >= start,
+            JobRow.state != JobState.FAILED.value,
+            not_(and_(JobRow.state == JobState.CANCELLED.value, JobRow.started_at.is_(None))),
+        )
+    )
+
+
+def _active_count(user_id: int) -> Select[int]:
+    return (
+        select(func.count())
+        .select_from(JobRow)
+        .where(JobRow.user_id == user_id, JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+    )
 
 
 def _stored_word(word: str) -> str:

@@ -12,7 +12,7 @@ from PIL import Image
 from bot.domain.clock import FakeClock
 from bot.domain.errors import InvalidTransition, JobNotFound
 from bot.domain.jobs import Job, JobKind, JobState
-from bot.store import ImageNotFound, JobStore, create_engine
+from bot.store import ImageNotFound, JobResult, JobStore, create_engine
 
 from .factories import make_images, make_params, make_spec
 
@@ -142,9 +142,9 @@ async def test_cancel_between_the_files_and_the_transaction(
     job_id = await _running(store)
     save = store._save_files
 
-    def save_then_cancel(job: int, images: list[Image.Image]) -> list[str]:
-        paths = save(job, images)
-        asyncio.run(_cancel_elsewhere(store, job))  # in the saving thread, on its own connection
+    def save_then_cancel(results: list[JobResult]) -> list[list[str]]:
+        paths = save(results)
+        asyncio.run(_cancel_elsewhere(store, job_id))  # in the saving thread, on its own connection
         return paths
 
     monkeypatch.setattr(store, "_save_files", save_then_cancel)
@@ -360,3 +360,19 @@ async def test_start_and_complete_return_the_jobs(store: JobStore, clock: FakeCl
     await store.cancel_job(second.id)
     ended = await store.complete_job(second.id, make_images(), [1, 2, 3, 4])
     assert (ended.job.state, ended.images) == (JobState.CANCELLED, [])
+
+
+async def test_complete_a_batch_in_one_call(store: JobStore, tmp_path: Path) -> None:
+    """complete_jobs stores each job's images; a job cancelled meanwhile stores none and leaves no file."""
+    kept, cancelled = [await _running(store) for _ in range(2)]
+    await store.cancel_job(cancelled)
+    completions = await store.complete_jobs(
+        [JobResult(kept, make_images(), [1, 2, 3, 4]), JobResult(cancelled, make_images(), [5, 6, 7, 8])]
+    )
+    assert [(c.job.id, c.job.state) for c in completions] == [
+        (kept, JobState.SUCCEEDED),
+        (cancelled, JobState.CANCELLED),
+    ]
+    assert [image.seed for image in completions[0].images] == [1, 2, 3, 4]
+    assert completions[1].images == []
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 4

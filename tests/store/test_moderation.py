@@ -9,6 +9,7 @@ import pytest
 from bot.domain.clock import FakeClock
 from bot.domain.jobs import JobState
 from bot.store import GuildSettings, JobStore
+from bot.store.repository import GUILD_CACHE_SECONDS
 
 from .factories import make_images, make_spec
 
@@ -209,16 +210,28 @@ async def test_admission_facts_agree_with_the_single_reads(store: JobStore, cloc
         assert facts.used_since == await store.count_jobs_since(guild_id, user_id, since)
         assert facts.active_jobs == await store.active_jobs(user_id)
         if guild_id is None:
-            assert (facts.guild, facts.quota_override, facts.banned, facts.blocked_words) == (
-                None,
-                None,
-                False,
-                [],
-            )
+            assert (facts.guild, facts.daily_quota_override) == (None, None)
+            assert (facts.banned, facts.blocked_words) == (False, [])
             continue
         assert facts.guild == await store.get_guild_settings(guild_id)
-        assert facts.quota_override == await store.get_quota_override(guild_id, user_id)
+        override = await store.get_quota_override(guild_id, user_id)
+        assert facts.daily_quota_override == (override.daily_quota if override else None)
         assert facts.banned == await store.is_banned(guild_id, user_id)
         assert facts.blocked_words == await store.blocked_words(guild_id)
     facts = await store.admission_facts(GUILD, USER - 1, since)
     assert (facts.banned, facts.used_since, facts.blocked_words) == (True, 1, ["blood bath", "gore"])
+
+
+async def test_guild_rules_cache_is_cleared_by_writes_and_expires(store: JobStore, clock: FakeClock) -> None:
+    """This store's own writes show at once; another process's writes within GUILD_CACHE_SECONDS."""
+    other_process = JobStore(store.engine, store.images, clock)
+    since = clock.now()
+    assert (await store.admission_facts(GUILD, USER, since)).blocked_words == []
+    await store.add_blocked_word(GUILD, "gore", added_by=MOD)
+    assert (await store.admission_facts(GUILD, USER, since)).blocked_words == ["gore"]
+    await other_process.update_guild_settings(GUILD, max_steps=9)
+    assert (await store.admission_facts(GUILD, USER, since)).guild == GuildSettings(GUILD)
+    clock.advance(GUILD_CACHE_SECONDS)
+    facts = await store.admission_facts(GUILD, USER, since)
+    assert facts.guild is not None
+    assert facts.guild.max_steps == 9
