@@ -52,7 +52,7 @@ class DeliveryStore:
             upload_limit=upload_limit,
             created_at=self._store.clock.now(),
         )
-        async with self._store.sessions.begin() as session:
+        async with self._store.writing() as session:
             session.add(row)
             await session.flush()
             return _delivery(row)
@@ -81,7 +81,7 @@ class DeliveryStore:
             return [_delivery(row) for row in (await session.scalars(query)).all()]
 
     async def mark_attempted(self, job_id: int) -> None:
-        async with self._store.sessions.begin() as session:
+        async with self._store.writing() as session:
             await session.execute(
                 update(DeliveryRow)
                 .where(DeliveryRow.job_id == job_id)
@@ -90,7 +90,7 @@ class DeliveryStore:
 
     async def mark_delivered(self, job_id: int, *, channel_id: int | None, message_id: int | None) -> bool:
         """Record the delivery once; False if it was already recorded. The token is dropped: done with it."""
-        async with self._store.sessions.begin() as session:
+        async with self._store.writing() as session:
             result = await session.execute(
                 update(DeliveryRow)
                 .where(DeliveryRow.job_id == job_id, DeliveryRow.delivered_at.is_(None))
@@ -112,7 +112,7 @@ class DeliveryStore:
         statement = self._store.upsert(
             PostedMessageRow, {"message_id": message_id}, {**values, "created_at": self._store.clock.now()}
         )
-        async with self._store.sessions.begin() as session:
+        async with self._store.writing() as session:
             await session.execute(statement)
 
     async def message_target(self, message_id: int) -> tuple[int, int | None] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -93,6 +93,9 @@ class JobStore:
         self.images = images
         self._clock = clock
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._write_turn: contextlib.AbstractAsyncContextManager[object] = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
         # guild id -> (when read, settings, blocked words); see admission_facts
         self._guild_cache: dict[int, tuple[float, GuildSettings, list[str]]] = {}
         self._read_sessions = async_sessionmaker(
@@ -119,10 +122,16 @@ class JobStore:
     def clock(self) -> Clock:
         return self._clock
 
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]:
-        """Units of work that may write."""
-        return self._sessions
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that may write.
+
+        SQLite has one writer at a time. Left to itself, a second writer sleeps in SQLite's busy handler
+        (1, 2, 5, 10… ms); queueing writers of this process here instead costs nothing. Other processes
+        still wait through busy_timeout. PostgreSQL writers run concurrently.
+        """
+        async with self._write_turn, self._sessions.begin() as session:
+            yield session
 
     @property
     def read_sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -166,7 +175,7 @@ class JobStore:
             started_at=None,
             finished_at=None,
         )
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             # Friendly errors instead of a foreign-key violation.
             if spec.parent_job_id is not None and await session.get(JobRow, spec.parent_job_id) is None:
                 raise JobNotFound(spec.parent_job_id)
@@ -230,7 +239,7 @@ class JobStore:
         if not wanted:
             return []
         now = self._clock.now()
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             rows = await session.scalars(
                 update(JobRow)
                 .where(JobRow.id.in_(wanted), JobRow.state == JobState.QUEUED.value)
@@ -288,7 +297,7 @@ class JobStore:
     ) -> list[Completion]:
         now = self._clock.now()
         completions: list[Completion] = []
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             for result, job_paths in zip(results, paths, strict=True):
                 row = await session.scalar(
                     update(JobRow)
@@ -344,7 +353,7 @@ class JobStore:
         wanted = list(dict.fromkeys(job_ids))
         if not wanted:
             return
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             result = await session.execute(
                 update(JobRow)
                 .where(JobRow.id.in_(wanted), JobRow.state == JobState.RUNNING.value)
@@ -364,7 +373,7 @@ class JobStore:
             raise ValueError(f"max_attempts must be at least 1; got {max_attempts}")
         report = RecoveryReport()
         now = self._clock.now()
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             rows = (
                 await session.scalars(
                     select(JobRow)
@@ -389,7 +398,7 @@ class JobStore:
 
     async def _finish(self, job_id: int, target: JobState, *, error: str | None = None) -> Job:
         now = self._clock.now()
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             row = await session.get(JobRow, job_id, with_for_update=True)
             if row is None:
                 raise JobNotFound(job_id)
@@ -559,7 +568,7 @@ class JobStore:
         if not values:
             return await self.get_guild_settings(guild_id)
         values["updated_at"] = self._clock.now()
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             await session.execute(self.upsert(GuildSettingsRow, {"guild_id": guild_id}, values))
             row = await session.get(GuildSettingsRow, guild_id, populate_existing=True)
             assert row is not None
@@ -587,7 +596,7 @@ class JobStore:
         return await self._write_override(guild_id, user_id, values)
 
     async def _write_override(self, guild_id: int, user_id: int, values: dict[str, Any]) -> QuotaOverride:
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             keys = {"guild_id": guild_id, "user_id": user_id}
             await session.execute(self.upsert(QuotaOverrideRow, keys, values))
             row = await session.get(QuotaOverrideRow, (guild_id, user_id), populate_existing=True)
@@ -599,7 +608,7 @@ class JobStore:
     async def ban(self, guild_id: int, user_id: int, reason: str, by: int) -> Ban:
         """Ban the member from /imagine in this guild (banning again replaces the reason)."""
         values = {"reason": reason, "banned_by": by, "created_at": self._clock.now()}
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             await session.execute(self.upsert(BanRow, {"guild_id": guild_id, "user_id": user_id}, values))
             row = await session.get(BanRow, (guild_id, user_id), populate_existing=True)
             assert row is not None
@@ -607,7 +616,7 @@ class JobStore:
 
     async def unban(self, guild_id: int, user_id: int) -> bool:
         """Lift a ban; False if the member was not banned."""
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             result = await session.execute(
                 delete(BanRow)
                 .where(BanRow.guild_id == guild_id, BanRow.user_id == user_id)
@@ -640,7 +649,7 @@ class JobStore:
             "added_by": added_by,
             "created_at": self._clock.now(),
         }
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             statement = self._insert(BlockedWordRow).values(values).on_conflict_do_nothing()
             result = await session.execute(statement.returning(BlockedWordRow.word))
             added = result.first() is not None
@@ -649,7 +658,7 @@ class JobStore:
 
     async def remove_blocked_word(self, guild_id: int, word: str) -> bool:
         """Unblock a word; False if it was not blocked."""
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             result = await session.execute(
                 delete(BlockedWordRow)
                 .where(BlockedWordRow.guild_id == guild_id, BlockedWordRow.word == _stored_word(word))
@@ -692,7 +701,7 @@ class JobStore:
             details=json.dumps(dict(details), sort_keys=True, default=str),
             created_at=self._clock.now(),
         )
-        async with self._sessions.begin() as session:
+        async with self.writing() as session:
             session.add(row)
 
     async def actions(self, guild_id: int, limit: int = 25) -> list[ModeratorAction]:
