@@ -69,7 +69,7 @@ STORE_CALLS = (
     "admission_facts",
     "create_job",
     "start_jobs",
-    "complete_job",
+    "complete_jobs",
     "_record_images",
     "get_job",
 )
@@ -427,8 +427,8 @@ def breakdown_table(result: Latency) -> Table:
             continue
         top_level += seconds
         row(f"store.{label}", calls, seconds)
-        if label == "complete_job":
-            nested = sum(s for key, s in result.store_seconds.items() if key.startswith("complete_job/"))
+        if label == "complete_jobs":
+            nested = sum(s for key, s in result.store_seconds.items() if key.startswith("complete_jobs/"))
             row("  └ PNG files (to_thread), the rest", 0, seconds - nested)
     row("everything else: parsing, scheduler, thread hops, render()", 0, total_ms * jobs / 1000 - top_level)
     return table
