@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 
 from bot.domain.clock import Clock
-from bot.domain.errors import InvalidRequest, NotAllowed
+from bot.domain.errors import ImagineError, InvalidRequest, NotAllowed
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.limits import (
     RateLimiter,
@@ -28,7 +29,7 @@ from bot.domain.params import GenerationLimits, GenerationParams, random_seed
 from bot.domain.requests import params_from_text
 from bot.scheduler.events import QueueInfo
 from bot.scheduler.scheduler import GpuScheduler
-from bot.store.records import AdmissionFacts, GuildSettings, StoredImage
+from bot.store.records import Admission, AdmissionFacts, GuildSettings, StoredImage
 from bot.store.repository import JobStore
 
 
@@ -75,10 +76,10 @@ class ImagineService:
         steps: int | None = None,
         guidance: float | None = None,
     ) -> Job:
-        facts = await self._facts(requester)
+        guild = await self._guild(requester)
         params = params_from_text(
             text,
-            limits=self.generation_limits(facts.guild if facts else None),
+            limits=self.generation_limits(guild),
             negative=negative,
             aspect=aspect,
             seed=seed,
@@ -86,19 +87,18 @@ class ImagineService:
             guidance=guidance,
             rng=self._rng,
         )
-        return await self._submit(requester, facts, JobKind.GENERATE, params)
+        return await self._submit(requester, JobKind.GENERATE, params)
 
     async def reroll(self, requester: Requester, job_id: int) -> Job:
         parent = await self.store.get_job(job_id)
-        facts = await self._facts(requester)
-        self._check_may_use(requester, parent, facts)
+        guild = await self._guild(requester)
+        self._check_may_use(requester, parent, guild)
         if parent.kind not in (JobKind.GENERATE, JobKind.REROLL, JobKind.VARIATION):
             raise InvalidRequest("Only a grid of four can be rerolled.")
         params = parent.spec.params.with_seed(random_seed(self._rng))
         kind = JobKind.VARIATION if parent.kind is JobKind.VARIATION else JobKind.REROLL
         return await self._submit(
             requester,
-            facts,
             kind,
             params,
             parent=parent,
@@ -108,8 +108,8 @@ class ImagineService:
 
     async def vary(self, requester: Requester, job_id: int, index: int) -> Job:
         parent, image = await self._image_of(job_id, index)
-        facts = await self._facts(requester)
-        self._check_may_use(requester, parent, facts)
+        guild = await self._guild(requester)
+        self._check_may_use(requester, parent, guild)
         if parent.kind is JobKind.UPSCALE:
             raise InvalidRequest("Variations start from a grid image; use V1–V4 on the grid this came from.")
         params = replace(
@@ -117,7 +117,6 @@ class ImagineService:
         )
         return await self._submit(
             requester,
-            facts,
             JobKind.VARIATION,
             params,
             parent=parent,
@@ -127,15 +126,14 @@ class ImagineService:
 
     async def upscale(self, requester: Requester, job_id: int, index: int) -> Job:
         parent, image = await self._image_of(job_id, index)
-        facts = await self._facts(requester)
-        self._check_may_use(requester, parent, facts)
+        guild = await self._guild(requester)
+        self._check_may_use(requester, parent, guild)
         if parent.kind is JobKind.UPSCALE:
             raise InvalidRequest("This image is already upscaled; I can't make it any larger.")
         # The upscale keeps the image's own seed, so the added detail follows the same noise.
         params = replace(parent.spec.params, width=image.width, height=image.height, seed=image.seed)
         return await self._submit(
             requester,
-            facts,
             JobKind.UPSCALE,
             params,
             parent=parent,
@@ -146,13 +144,13 @@ class ImagineService:
     async def check_may_use(self, requester: Requester, job_id: int) -> Job:
         """The job, if the requester may press its buttons; NotAllowed otherwise."""
         job = await self.store.get_job(job_id)
-        self._check_may_use(requester, job, await self._facts(requester))
+        self._check_may_use(requester, job, await self._guild(requester))
         return job
 
     async def image_for(self, requester: Requester, job_id: int, index: int) -> tuple[Job, StoredImage]:
         """One image of a finished job, for a member allowed to use it."""
         job, image = await self._image_of(job_id, index)
-        self._check_may_use(requester, job, await self._facts(requester))
+        self._check_may_use(requester, job, await self._guild(requester))
         return job, image
 
     # -- requests about jobs ------------------------------------------------------------------------------
@@ -204,7 +202,6 @@ class ImagineService:
     async def _submit(
         self,
         requester: Requester,
-        facts: AdmissionFacts | None,
         kind: JobKind,
         params: GenerationParams,
         *,
@@ -212,8 +209,6 @@ class ImagineService:
         source_image_id: int | None = None,
         strength: float | None = None,
     ) -> Job:
-        if facts is not None:
-            self._admit(requester, facts, params)
         spec = JobSpec(
             kind=kind,
             user_id=requester.user_id,
@@ -224,15 +219,23 @@ class ImagineService:
             source_image_id=source_image_id,
             strength=strength,
         )
+        admission = None
+        if requester.user_id != LOCAL_USER_ID:  # the operator at the command line has no limits
+            since = quota_day_start(self._clock.now())
+            admission = Admission(since, partial(self._admit, requester, params))
         try:
-            job = await self.store.create_job(spec)
+            job = await self.store.create_job(spec, admit=admission)
+        except ImagineError:
+            raise  # refused by a check: the rate-limit token, taken last, was not taken
         except Exception:
-            self._rate.refund(requester.guild_id, requester.user_id)
+            if admission is not None:
+                self._rate.refund(requester.guild_id, requester.user_id)
             raise
         self.scheduler.submit(job)
         return job
 
-    def _admit(self, requester: Requester, facts: AdmissionFacts, params: GenerationParams) -> None:
+    def _admit(self, requester: Requester, params: GenerationParams, facts: AdmissionFacts) -> None:
+        """The checks, in order; run by the store inside the transaction that creates the job."""
         if facts.banned:
             raise NotAllowed("You can't use the image bot on this server. Ask a moderator if unsure.")
         text = f"{params.prompt} {params.negative_prompt}"
@@ -244,17 +247,16 @@ class ImagineService:
         check_concurrency(facts.active_jobs, limits)
         self._rate.acquire(requester.guild_id, requester.user_id, limits)
 
-    async def _facts(self, requester: Requester) -> AdmissionFacts | None:
-        """What the checks need, in one read; None for the operator at the command line (no checks)."""
-        if requester.user_id == LOCAL_USER_ID:
+    async def _guild(self, requester: Requester) -> GuildSettings | None:
+        if requester.guild_id is None:
             return None
-        since = quota_day_start(self._clock.now())
-        return await self.store.admission_facts(requester.guild_id, requester.user_id, since)
+        settings, _ = await self.store.guild_rules(requester.guild_id)
+        return settings
 
-    def _check_may_use(self, requester: Requester, job: Job, facts: AdmissionFacts | None) -> None:
-        if requester.user_id == job.user_id or facts is None or requester.is_moderator:
+    def _check_may_use(self, requester: Requester, job: Job, guild: GuildSettings | None) -> None:
+        if requester.user_id in (job.user_id, LOCAL_USER_ID) or requester.is_moderator:
             return
-        if facts.guild is not None and facts.guild.buttons_for_everyone:
+        if guild is not None and guild.buttons_for_everyone:
             return
         raise NotAllowed("Only the member who made this image (or a moderator) can use its buttons.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.domain.errors import InvalidRequest, LimitExceeded, NotAllowed
-from bot.domain.jobs import JobKind, JobState
+from bot.domain.jobs import Job, JobKind, JobState
 from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
 from tests.fakes import ServiceWorld as World
@@ -151,3 +152,16 @@ async def test_cancel_rules(world: World) -> None:
         await world.service.cancel(ALICE, first.id)
     mine = await world.service.my_jobs(ALICE)
     assert mine == []
+
+
+async def test_simultaneous_requests_cannot_overrun_the_cap(world: World) -> None:
+    """Checks and creation are one transaction: five requests at once, three slots, three jobs."""
+    world.backend.gate = threading.Event()
+    results = await asyncio.gather(
+        *(world.service.imagine(BOB, f"cat {n}") for n in range(5)), return_exceptions=True
+    )
+    made = [result for result in results if isinstance(result, Job)]
+    refused = [result for result in results if isinstance(result, LimitExceeded)]
+    assert (len(made), len(refused)) == (3, 2)
+    assert all(error.kind == "concurrency" for error in refused)
+    assert len(await world.store.list_jobs(user_id=BOB.user_id)) == 3

@@ -9,6 +9,7 @@ from bot.store.database import create_engine, downgrade, migrate, schema_is_curr
 from bot.store.errors import ImageNotFound, StoreUnavailable
 from bot.store.images import ImageFiles
 from bot.store.records import (
+    Admission,
     AdmissionFacts,
     Ban,
     Completion,
@@ -22,6 +23,7 @@ from bot.store.records import (
 from bot.store.repository import GuildSettingsChanges, JobStore
 
 __all__ = [
+    "Admission",
     "AdmissionFacts",
     "Ban",
     "Completion",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -102,3 +102,11 @@ class AdmissionFacts:
     blocked_words: list[str]
     used_since: int  # jobs counting against the quota since the time asked for (and any usage reset)
     active_jobs: int  # queued or running, in every guild
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A check to run on the member's facts in the same transaction that stores their new job."""
+
+    since: datetime  # count the quota from here (the start of the quota day)
+    check: Callable[[AdmissionFacts], None]  # raises to refuse the job

@@ -55,6 +55,7 @@ from bot.store.models import (
     UTCDateTime,
 )
 from bot.store.records import (
+    Admission,
     AdmissionFacts,
     Ban,
     Completion,
@@ -148,9 +149,17 @@ class JobStore:
 
     # ---------------------------------------------------------------- jobs
 
-    async def create_job(self, spec: JobSpec) -> Job:
-        """Store a new job, QUEUED, created now."""
+    async def create_job(self, spec: JobSpec, *, admit: Admission | None = None) -> Job:
+        """Store a new job, QUEUED, created now.
+
+        With `admit`, the member's admission facts (quota used since `admit.since`, jobs in flight, ban,
+        own quota) are read in the same transaction and handed to `admit.check`, which raises to refuse.
+        Check and insert are atomic: two requests at once cannot both take a member's last slot.
+        """
         now = self._clock.now()
+        rules = None
+        if admit is not None and spec.guild_id is not None:
+            rules = await self.guild_rules(spec.guild_id)  # cached: read outside the write transaction
         row = JobRow(
             kind=spec.kind.value,
             state=JobState.QUEUED.value,
@@ -181,6 +190,10 @@ class JobStore:
                 raise JobNotFound(spec.parent_job_id)
             if spec.source_image_id is not None and await session.get(ImageRow, spec.source_image_id) is None:
                 raise ImageNotFound(spec.source_image_id)
+            if admit is not None:
+                admit.check(
+                    await self._member_facts(session, spec.guild_id, spec.user_id, admit.since, rules)
+                )
             session.add(row)
             await session.flush()
             return Job(id=row.id, spec=spec, state=JobState.QUEUED, created_at=now)
@@ -501,10 +514,34 @@ class JobStore:
             return int(await session.scalar(_active_count(user_id)) or 0)
 
     async def admission_facts(self, guild_id: int | None, user_id: int, since: datetime) -> AdmissionFacts:
-        """Everything the checks on a new job need: the member's facts in one statement, the guild's
-        settings and blocked words from a short-lived cache (they change only through this store)."""
+        """Everything the checks on a new job need (see create_job's `admit` to check and create at once)."""
+        rules = await self.guild_rules(guild_id) if guild_id is not None else None
+        async with self._read_sessions.begin() as session:
+            return await self._member_facts(session, guild_id, user_id, since, rules)
+
+    async def guild_rules(self, guild_id: int) -> tuple[GuildSettings, list[str]]:
+        """The guild's settings and blocked words, from a short-lived cache (see GUILD_CACHE_SECONDS)."""
+        cached = self._guild_cache.get(guild_id)
+        now = self._clock.monotonic()
+        if cached is not None and now - cached[0] < GUILD_CACHE_SECONDS:
+            return cached[1], cached[2]
+        async with self._read_sessions.begin() as session:
+            row = await session.get(GuildSettingsRow, guild_id)
+            settings = GuildSettings(guild_id=guild_id) if row is None else _settings(row)
+            words = await self._blocked_words(session, guild_id)
+        self._guild_cache[guild_id] = (now, settings, words)
+        return settings, words
+
+    @staticmethod
+    async def _member_facts(
+        session: AsyncSession,
+        guild_id: int | None,
+        user_id: int,
+        since: datetime,
+        rules: tuple[GuildSettings, list[str]] | None,
+    ) -> AdmissionFacts:
+        """The member's facts in one statement, joined with the guild's (cached) rules."""
         _require_aware(since)
-        guild, words = await self._guild_rules(guild_id) if guild_id is not None else (None, [])
         banned: ColumnElement[bool] = false()
         own_quota: Any = null()
         if guild_id is not None:
@@ -520,31 +557,18 @@ class JobStore:
             banned,
             own_quota,
         )
-        async with self._read_sessions.begin() as session:
-            used, active, is_banned, daily_quota = (await session.execute(statement)).one()
+        used, active, is_banned, daily_quota = (await session.execute(statement)).one()
         return AdmissionFacts(
-            guild=guild,
+            guild=rules[0] if rules else None,
             daily_quota_override=daily_quota,
             banned=bool(is_banned),
-            blocked_words=words,
+            blocked_words=rules[1] if rules else [],
             used_since=int(used or 0),
             active_jobs=int(active or 0),
         )
 
     def _forget_guild_rules(self, guild_id: int) -> None:
         self._guild_cache.pop(guild_id, None)
-
-    async def _guild_rules(self, guild_id: int) -> tuple[GuildSettings, list[str]]:
-        cached = self._guild_cache.get(guild_id)
-        now = self._clock.monotonic()
-        if cached is not None and now - cached[0] < GUILD_CACHE_SECONDS:
-            return cached[1], cached[2]
-        async with self._read_sessions.begin() as session:
-            row = await session.get(GuildSettingsRow, guild_id)
-            settings = GuildSettings(guild_id=guild_id) if row is None else _settings(row)
-            words = await self._blocked_words(session, guild_id)
-        self._guild_cache[guild_id] = (now, settings, words)
-        return settings, words
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings:
         """The guild's settings; a guild never configured gets all defaults (None)."""
