@@ -79,6 +79,8 @@ class DeliveryManager:
             self._latest[delivery.job_id] = JobUpdate(delivery.job_id, JobState.QUEUED)
 
     async def stop(self) -> None:
+        if self._refresher is None:
+            return  # never started: the bot stopped before setup (a refused login, say)
         self._scheduler.remove_listener(self._on_update)
         tasks = [task for task in (self._refresher, *self._tasks) if task is not None]
         for task in tasks:

@@ -228,3 +228,25 @@ async def test_cancel_with_nothing_to_cancel_answers_once(harness: Harness) -> N
         await asyncio.sleep(0.2)  # a second answer would have arrived by now
         assert [m.content for m in handle.ephemeral_messages] == ["You have no jobs waiting or running."]
     assert not harness.fake.limit_violations
+
+
+async def test_result_goes_by_dm_when_the_channel_is_closed(harness: Harness) -> None:
+    """Token expired and the channel closed to the bot: the result arrives once, by DM."""
+    gate = threading.Event()
+    harness.backend = GatedBackend(harness.backend, gate)
+    async with harness.running():
+        handle = await harness.slash(harness.alice, "imagine", {"prompt": "a private fox"})
+        await handle.wait_response()
+        await harness.fake.wait_for_message(lambda m: m.id == handle.original_message_id and bool(m.embeds))
+        harness.fake.expire_tokens()
+        harness.fake.forbid_channel(harness.channel)
+        gate.set()
+        dm = await harness.fake.wait_for_message(
+            lambda m: m.attachments != [] and m in harness.fake.dm_messages(harness.alice), 30
+        )
+        assert "job #" in dm.content
+        assert custom_ids(dm)[0].startswith("ib:u:")
+        await asyncio.sleep(0.5)
+        assert [m.id for m in harness.fake.dm_messages(harness.alice) if m.attachments] == [dm.id]
+        assert not [m for m in harness.fake.messages(harness.channel) if m.attachments]
+    assert not harness.fake.limit_violations
