@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from bot.app import ImagineApp
 from bot.discord_app.client import ImagineBot
+from bot.scheduler.backend import RenderBatch, StepCallback
 from bot.settings import Settings
 from tests.fake_discord import FakeDiscord, FakeMessage, InteractionHandle
 from tests.fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture)
@@ -116,3 +118,39 @@ def harness(fake_discord: FakeDiscord, tiny_backend: Any, tmp_path: Path) -> Har
         daily_quota=20,
     )
     return Harness(fake_discord, settings, tiny_backend, guild, channel, alice, bob, mod)
+
+
+class GatedBackend:
+    """The tiny pipeline, holding every batch at the door until the test opens the gate."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    @property
+    def native_resolution(self) -> int:
+        return int(self.inner.native_resolution)
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        return self.inner.render(batch, on_step)
+
+    async def until_held(self) -> None:
+        """Wait (off the event loop) until a batch is waiting at the gate."""
+        assert await asyncio.to_thread(self.entered.wait, 10), "no batch reached the backend"
+
+
+@contextmanager
+def gated(harness: Harness) -> Iterator[GatedBackend]:
+    """Run the harness on a backend that holds the GPU until the gate opens (opened at the end anyway)."""
+    backend = GatedBackend(harness.backend)
+    harness.backend = backend
+    try:
+        yield backend
+    finally:
+        backend.gate.set()

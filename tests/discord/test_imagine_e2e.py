@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
-from typing import Any
 
 from PIL import Image
 
-from tests.discord.conftest import Harness, custom_ids
+from tests.discord.conftest import GatedBackend, Harness, custom_ids
 from tests.fake_discord import FakeMessage
 
 
@@ -130,8 +128,9 @@ async def test_buttons_work_after_a_restart(harness: Harness) -> None:
 
 async def test_result_after_token_expiry_arrives_as_channel_message(harness: Harness) -> None:
     """When the interaction token has expired, the result is posted once in the channel, mentioning Alice."""
-    gate = threading.Event()
-    harness.backend = GatedBackend(harness.backend, gate)
+    backend = GatedBackend(harness.backend)
+    harness.backend = backend
+    gate = backend.gate
     async with harness.running():
         handle = await harness.slash(harness.alice, "imagine", {"prompt": "a slow fox"})
         await handle.wait_response()
@@ -165,8 +164,9 @@ async def test_rate_limited_webhook_still_delivers_exactly_once(harness: Harness
 
 async def test_queue_cancel_and_usage(harness: Harness) -> None:
     """/queue lists Alice's waiting job, /cancel cancels it (its message says so), /usage counts."""
-    gate = threading.Event()
-    harness.backend = GatedBackend(harness.backend, gate)
+    backend = GatedBackend(harness.backend)
+    harness.backend = backend
+    gate = backend.gate
     async with harness.running():
         first = await harness.slash(harness.alice, "imagine", {"prompt": "one"})
         second = await harness.slash(harness.alice, "imagine", {"prompt": "two"})
@@ -201,25 +201,6 @@ async def test_bad_flag_is_refused_privately(harness: Harness) -> None:
     assert not harness.fake.limit_violations
 
 
-class GatedBackend:
-    """Wraps the tiny backend so a test decides when rendering may start."""
-
-    def __init__(self, inner: Any, gate: threading.Event) -> None:
-        self._inner = inner
-        self._gate = gate
-
-    @property
-    def native_resolution(self) -> int:
-        return int(self._inner.native_resolution)
-
-    def load(self) -> None:
-        self._inner.load()
-
-    def render(self, batch: Any, on_step: Any) -> Any:
-        self._gate.wait(timeout=30)
-        return self._inner.render(batch, on_step)
-
-
 async def test_cancel_with_nothing_to_cancel_answers_once(harness: Harness) -> None:
     """/cancel without jobs is answered with one ephemeral message, not two."""
     async with harness.running():
@@ -232,8 +213,9 @@ async def test_cancel_with_nothing_to_cancel_answers_once(harness: Harness) -> N
 
 async def test_result_goes_by_dm_when_the_channel_is_closed(harness: Harness) -> None:
     """Token expired and the channel closed to the bot: the result arrives once, by DM."""
-    gate = threading.Event()
-    harness.backend = GatedBackend(harness.backend, gate)
+    backend = GatedBackend(harness.backend)
+    harness.backend = backend
+    gate = backend.gate
     async with harness.running():
         handle = await harness.slash(harness.alice, "imagine", {"prompt": "a private fox"})
         await handle.wait_response()

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
-from bot.scheduler.backend import RenderBatch, StepCallback
-from tests.discord.conftest import Harness
+from tests.discord.conftest import Harness, gated
 from tests.fake_discord import FakeMessage, InteractionHandle
 
 MODERATOR_COMMANDS = ("quota", "limits", "ban", "unban", "queue-clear", "blocked-words")
@@ -22,42 +18,6 @@ MANAGE_SERVER = str(0x20)
 REFUSED = "Only moderators (Manage Server) can do that."
 CANCELLED = "🚫 Cancelled."
 QUICK = 10.0  # seconds: the tiny pipeline renders a grid in about 0.2 s
-
-
-class GatedBackend:
-    """The tiny pipeline, holding every batch at the door until the test opens the gate."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    @property
-    def native_resolution(self) -> int:
-        return int(self.inner.native_resolution)
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
-        self.entered.set()
-        self.gate.wait(timeout=30)
-        return self.inner.render(batch, on_step)
-
-    async def until_held(self) -> None:
-        """Wait (off the event loop) until a batch is waiting at the gate."""
-        assert await asyncio.to_thread(self.entered.wait, 10), "no batch reached the backend"
-
-
-@contextmanager
-def gated(harness: Harness) -> Iterator[GatedBackend]:
-    """Run the harness on a backend that holds the GPU until the gate opens (opened at the end anyway)."""
-    backend = GatedBackend(harness.backend)
-    harness.backend = backend
-    try:
-        yield backend
-    finally:
-        backend.gate.set()
 
 
 class Scene:
