@@ -39,32 +39,32 @@ async def _press(interaction: discord.Interaction[Any], action: Coroutine[Any, A
         await reply_error(interaction, error)
 
 
-# The shared bases need a template to be classes at all; they are never registered, so it never matches.
+# The shared base needs a template to be a class at all; it is never registered, so it never matches.
 _ABSTRACT = r"(?!)"
 
 
-class _ImageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_ABSTRACT):
-    """A button about one image of a job: `ib:<action>:<job>:<index>`."""
+class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_ABSTRACT):
+    """A button whose custom_id is `ib:<action>:<job>[:<index>]`: all a press needs, after any restart."""
 
     action = ""
+    per_image = True  # the custom_id names one image of the job, not just the job
 
     def __init__(
         self,
         job_id: int,
-        index: int,
+        index: int = 0,
         *,
         label: str | None = None,
         emoji: str | None = None,
         style: discord.ButtonStyle = discord.ButtonStyle.secondary,
         row: int | None = None,
     ) -> None:
+        address = (
+            f"{job_id}:{index}" if "index" in self.__discord_ui_compiled_template__.groupindex else job_id
+        )
         super().__init__(
             discord.ui.Button(
-                label=label,
-                emoji=emoji,
-                style=style,
-                row=row,
-                custom_id=f"{PREFIX}:{self.action}:{job_id}:{index}",
+                label=label, emoji=emoji, style=style, row=row, custom_id=f"{PREFIX}:{self.action}:{address}"
             )
         )
         self.job_id = job_id
@@ -73,11 +73,11 @@ class _ImageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_ABS
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> _ImageButton:
-        return cls(int(match["job"]), int(match["index"]))
+    ) -> _ActionButton:
+        return cls(int(match["job"]), int(match.groupdict().get("index") or 0))
 
 
-class UpscaleViewButton(_ImageButton, template=rf"{PREFIX}:u:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
+class UpscaleViewButton(_ActionButton, template=rf"{PREFIX}:u:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
     """U1–U4: the chosen image alone, at full size, with its own buttons."""
 
     action = "u"
@@ -86,7 +86,7 @@ class UpscaleViewButton(_ImageButton, template=rf"{PREFIX}:u:(?P<job>\d{{1,19}})
         await _press(interaction, _actions(interaction).show_single(interaction, self.job_id, self.index))
 
 
-class VaryButton(_ImageButton, template=rf"{PREFIX}:v:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
+class VaryButton(_ActionButton, template=rf"{PREFIX}:v:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
     """V1–V4 and Vary: four variations of the chosen image."""
 
     action = "v"
@@ -95,7 +95,7 @@ class VaryButton(_ImageButton, template=rf"{PREFIX}:v:(?P<job>\d{{1,19}}):(?P<in
         await _press(interaction, _actions(interaction).vary(interaction, self.job_id, self.index))
 
 
-class UpscaleButton(_ImageButton, template=rf"{PREFIX}:x:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
+class UpscaleButton(_ActionButton, template=rf"{PREFIX}:x:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
     """Upscale 2×: a diffusion upscale of the chosen image."""
 
     action = "x"
@@ -104,47 +104,21 @@ class UpscaleButton(_ImageButton, template=rf"{PREFIX}:x:(?P<job>\d{{1,19}}):(?P
         await _press(interaction, _actions(interaction).upscale(interaction, self.job_id, self.index))
 
 
-class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_ABSTRACT):
-    """A button about a whole job: `ib:<action>:<job>`."""
-
-    action = ""
-
-    def __init__(
-        self,
-        job_id: int,
-        *,
-        label: str | None = None,
-        emoji: str | None = None,
-        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
-        row: int | None = None,
-    ) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label, emoji=emoji, style=style, row=row, custom_id=f"{PREFIX}:{self.action}:{job_id}"
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> _JobButton:
-        return cls(int(match["job"]))
-
-
-class RerollButton(_JobButton, template=rf"{PREFIX}:r:(?P<job>\d{{1,19}})"):
+class RerollButton(_ActionButton, template=rf"{PREFIX}:r:(?P<job>\d{{1,19}})"):
     """🔄: the same prompt again with new seeds."""
 
     action = "r"
+    per_image = False
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         await _press(interaction, _actions(interaction).reroll(interaction, self.job_id))
 
 
-class CancelButton(_JobButton, template=rf"{PREFIX}:c:(?P<job>\d{{1,19}})"):
+class CancelButton(_ActionButton, template=rf"{PREFIX}:c:(?P<job>\d{{1,19}})"):
     """Cancel a queued or running job."""
 
     action = "c"
+    per_image = False
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         await _press(interaction, _actions(interaction).cancel(interaction, self.job_id))
