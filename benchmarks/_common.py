@@ -5,12 +5,18 @@ from __future__ import annotations
 import math
 import os
 import platform
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bot.domain.clock import Clock
 from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
+from bot.domain.params import GenerationLimits
+from bot.scheduler.scheduler import GpuScheduler
+from bot.service import ImagineService
+from bot.store.repository import JobStore
 
 GUILD_ID = 1_000_000_000_000
 CHANNEL_ID = 2_000_000_000_000
@@ -50,4 +56,16 @@ def machine_line() -> str:
     return (
         f"{datetime.now(UTC):%Y-%m-%d} · {os.cpu_count()} cores · {cpu_model()} · "
         f"Python {platform.python_version()} · load {load:.2f} at start"
+    )
+
+
+def benchmark_service(store: JobStore, scheduler: GpuScheduler, size: int, clock: Clock) -> ImagineService:
+    """The service as the bot builds it, at the benchmark's image size and with limits that never refuse."""
+    return ImagineService(
+        store,
+        scheduler,
+        generation=GenerationLimits(base_resolution=size),
+        user_limits=HIGH_LIMITS,
+        clock=clock,
+        rng=random.Random(0),
     )

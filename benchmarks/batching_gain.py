@@ -36,7 +36,6 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import argparse
 import asyncio
-import random
 import statistics
 import tempfile
 import time
@@ -50,11 +49,10 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks._common import HIGH_LIMITS, guild_member, machine_line
+from benchmarks._common import benchmark_service, guild_member, machine_line
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
 from bot.domain.jobs import BatchKey, JobState, RenderMode
-from bot.domain.params import GenerationLimits
 from bot.scheduler.backend import ImageTask, RenderBatch, StepCallback
 from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
@@ -241,14 +239,7 @@ async def measure_bot(
             scheduler = GpuScheduler(store, recording, config, clock)
             await scheduler.start()
             await scheduler.wait_ready()
-            service = ImagineService(
-                store,
-                scheduler,
-                generation=GenerationLimits(base_resolution=size),
-                user_limits=HIGH_LIMITS,
-                clock=clock,
-                rng=random.Random(0),
-            )
+            service = benchmark_service(store, scheduler, size, clock)
             system = systems[mode] = BotSystem(store, scheduler, service, recording)
             scheduler.add_listener(system.on_update)
         try:

@@ -34,7 +34,6 @@ import io
 import itertools
 import os
 import pstats
-import random
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -48,13 +47,12 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks._common import GUILD_ID, HIGH_LIMITS, guild_member, machine_line, percentile
+from benchmarks._common import GUILD_ID, benchmark_service, guild_member, machine_line, percentile
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
 from bot.domain.errors import GenerationInterrupted
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
-from bot.domain.params import GenerationLimits
 from bot.scheduler.backend import RenderBatch, StepCallback
 from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
@@ -200,14 +198,7 @@ async def open_system(folder: Path, size: int, config: BatchingConfig, blocked_w
     scheduler = GpuScheduler(store, backend, config, clock)
     await scheduler.start()
     await scheduler.wait_ready()
-    service = ImagineService(
-        store,
-        scheduler,
-        generation=GenerationLimits(base_resolution=size),
-        user_limits=HIGH_LIMITS,
-        clock=clock,
-        rng=random.Random(0),
-    )
+    service = benchmark_service(store, scheduler, size, clock)
     system = System(store, scheduler, service, backend, times)
     scheduler.add_listener(system.on_update)
     for index in range(blocked_words):
