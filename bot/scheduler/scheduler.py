@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[JobUpdate], None]
 
+MAX_STORING_BATCHES = 2  # rendered batches that may be storing while the next one renders
+STOP_GRACE = 10.0  # seconds stop() waits for rendered results to be stored
+
 
 @dataclass
 class _Running:
@@ -51,6 +54,7 @@ class GpuScheduler:
         *,
         max_attempts: int = 3,
         estimator: DurationEstimator | None = None,
+        store_beside_render: bool = True,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -66,6 +70,9 @@ class GpuScheduler:
         self._cancel_requested: set[int] = set()
         self._listeners: list[Listener] = []
         self._finished: dict[int, asyncio.Future[Job]] = {}
+        self._saving: set[asyncio.Task[None]] = set()
+        # False stores each batch before the next starts: only to measure what overlapping gains.
+        self._store_beside_render = store_beside_render
         self.load_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -84,12 +91,20 @@ class GpuScheduler:
         self._task = asyncio.create_task(self._loop(), name="gpu-scheduler")
 
     async def stop(self) -> None:
-        """Stop taking batches. A batch in flight is abandoned in the store as RUNNING and re-run on start."""
+        """Stop taking batches; results already rendered are stored first (for STOP_GRACE seconds at most).
+
+        A batch still rendering is abandoned in the store as RUNNING and re-run at the next start.
+        """
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._saving:
+            _, late = await asyncio.wait(self._saving, timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def wait_ready(self) -> None:
@@ -238,7 +253,16 @@ class GpuScheduler:
             self._running = None
             self._cancel_requested.difference_update(batch.job_ids)
         self._estimator.observe(batch.key, len(tasks), self._clock.monotonic() - started)
-        await self._complete(jobs, tasks, images)
+        if not self._store_beside_render:
+            await self._complete(jobs, tasks, images)
+            return
+        # Storing (PNG files, the database) runs beside the next batch's render, so the GPU does not wait
+        # for the disk; a bounded number of batches may be storing at once.
+        while len(self._saving) >= MAX_STORING_BATCHES:
+            await asyncio.wait(self._saving, return_when=asyncio.FIRST_COMPLETED)
+        saving = asyncio.create_task(self._complete(jobs, tasks, images), name="store-batch")
+        self._saving.add(saving)
+        saving.add_done_callback(self._saving.discard)
 
     async def _tasks_for(self, job: Job) -> list[ImageTask]:
         spec = job.spec

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,3 +269,24 @@ async def test_progress_and_positions(store: JobStore, backend: FakeBackend) -> 
         assert updates[-1].state is JobState.SUCCEEDED
     finally:
         await scheduler.stop()
+
+
+async def test_stop_lets_rendered_results_be_stored(
+    store: JobStore, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing runs beside the next render; stopping meanwhile still stores what was rendered."""
+    storing = asyncio.Event()
+    complete_jobs = store.complete_jobs
+
+    async def slow_complete(results: Any) -> Any:
+        storing.set()
+        await asyncio.sleep(0.2)
+        return await complete_jobs(results)
+
+    monkeypatch.setattr(store, "complete_jobs", slow_complete)
+    scheduler = await started(store, backend)
+    job = await submit(store, scheduler, spec())
+    await asyncio.wait_for(storing.wait(), 10)
+    await scheduler.stop()
+    assert (await store.get_job(job.id)).state is JobState.SUCCEEDED
+    assert len(await store.job_images(job.id)) == 4
