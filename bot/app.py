@@ -18,9 +18,18 @@ log = logging.getLogger(__name__)
 
 def make_backend(settings: Settings) -> GenerationBackend:
     """The diffusers backend; imported here so that nothing else in `bot` imports torch."""
+    from inference.device import choose_device
+    from inference.optimize import Optimizations
     from inference.pipeline import DiffusersBackend
 
-    return DiffusersBackend(settings.model, device=settings.device, dtype=settings.dtype, vae=settings.vae)
+    device = choose_device(settings.device)
+    return DiffusersBackend(
+        settings.model,
+        device=device,
+        dtype=settings.dtype,
+        vae=settings.vae,
+        optimizations=Optimizations.from_settings(settings.optimize, settings.compile, device),
+    )
 
 
 @dataclass

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     base_resolution: int | None = Field(default=None, ge=64, le=2048)
+    # Speed-ups (inference/optimize.py): auto = fused QKV + channels_last; COMPILE=on adds torch.compile.
+    optimize: Literal["auto", "off"] = "auto"
+    compile: Literal["auto", "on", "off"] = "auto"
 
     # Batching and retries
     max_batch_images: int = Field(default=8, ge=1, le=64)

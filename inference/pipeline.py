@@ -31,10 +31,11 @@ import torch
 from PIL import Image
 
 from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
-from bot.domain.jobs import RenderMode
+from bot.domain.jobs import BatchKey, RenderMode
 from bot.domain.params import GenerationLimits
 from bot.scheduler.backend import ImageTask, RenderBatch, StepCallback
 from inference.device import choose_device, choose_dtype
+from inference.optimize import Optimizations, apply
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,20 @@ class DiffusersBackend:
     """SDXL through diffusers; `model` is a hub id or a local diffusers folder, loaded the same way."""
 
     def __init__(
-        self, model: str, *, device: str = "auto", dtype: str = "auto", vae: str | None = None
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        vae: str | None = None,
+        optimizations: Optimizations | None = None,
     ) -> None:
         self.model = model
         self.vae_id = vae
         # Resolved now so a bad setting fails at start-up, not in the worker thread.
         self.device = choose_device(device)
         self.dtype = choose_dtype(dtype, self.device)
+        self.optimizations = optimizations or Optimizations.default_for(self.device)
         self._txt2img: Any = None  # StableDiffusionXLPipeline once loaded
         self._img2img: Any = None  # StableDiffusionXLImg2ImgPipeline sharing its modules
         self._native_resolution = native_resolution_of_folder(model) or SDXL_NATIVE_RESOLUTION
@@ -147,16 +155,14 @@ class DiffusersBackend:
             started = time.perf_counter()
             txt2img = self._load_txt2img()
             txt2img.to(self.device)
-            if self.device.startswith("cuda"):
-                # SDPA is diffusers' default attention processor; channels_last speeds up the convolutions.
-                txt2img.unet.to(memory_format=torch.channels_last)
-                txt2img.vae.to(memory_format=torch.channels_last)
             if self.dtype != torch.float16:
                 # Upcasting exists for fp16's small range; in bf16 or fp32 it only adds two casts per img2img.
                 txt2img.vae.register_to_config(force_upcast=False)
             elif txt2img.vae.config.force_upcast:
                 log.info("the VAE runs in float32 (it overflows in float16); an fp16-fix VAE avoids that")
             txt2img.set_progress_bar_config(disable=True)
+            # SDPA attention is diffusers' default; these add fused QKV, channels_last and torch.compile.
+            apply(txt2img, self.optimizations)
             # from_pipe shares the modules; without the dtype it would cast them (ours too) to float32.
             img2img = diffusers.StableDiffusionXLImg2ImgPipeline.from_pipe(
                 txt2img, **{_dtype_kwarg(): self.dtype}
@@ -171,6 +177,30 @@ class DiffusersBackend:
                 str(self.dtype).removeprefix("torch."),
                 time.perf_counter() - started,
             )
+
+    def warm_up(self, shapes: Sequence[tuple[int, int, int]], *, guidance: float = 5.0) -> float:
+        """Render 2 steps once per (images, width, height), so each shape is compiled before a job needs it.
+
+        Under torch.compile every new input shape compiles again (minutes with max-autotune); the shapes to
+        warm are the batch sizes the scheduler forms (1..MAX_BATCH_IMAGES) times the resolution buckets it
+        serves (the aspect-ratio sizes, and their doubles for upscales). `guidance` > 1 warms the CFG path
+        (the UNet sees twice the images); jobs at guidance <= 1 are another shape. Without compile this only
+        loads the model and touches the kernels once. Returns the seconds spent.
+        """
+        self.load()
+        started = time.perf_counter()
+        for images, width, height in shapes:
+            key = BatchKey(
+                mode=RenderMode.TXT2IMG, width=width, height=height, steps=2, guidance=guidance, strength=None
+            )
+            tasks = [
+                ImageTask(job_id=0, index=index, prompt="warm-up", negative_prompt="", seed=index)
+                for index in range(images)
+            ]
+            self.render(RenderBatch(key=key, tasks=tasks), lambda step, total: True)
+        elapsed = time.perf_counter() - started
+        log.info("warmed up %d shape(s) in %.1f s", len(shapes), elapsed)
+        return elapsed
 
     def _load_txt2img(self) -> Any:
         kwargs: dict[str, Any] = {_dtype_kwarg(): self.dtype, "use_safetensors": True}
@@ -239,9 +269,31 @@ class DiffusersBackend:
             raise ValueError(f"Strength must be in (0, 1]; got {strength}.")
         return strength
 
+    def render_latents(self, batch: RenderBatch) -> torch.Tensor:
+        """The batch's denoised latents (before the VAE), float32 on the CPU: for checking an optimized
+        backend against a plain one with the same seeds (relative error, NaN)."""
+        strength = self._check(batch)
+        self.load()
+        with torch.inference_mode():
+            latents = self._pipeline_call(batch, strength, None, output_type="latent")
+        return torch.as_tensor(latents).detach().float().cpu()
+
     def _call(
         self, batch: RenderBatch, strength: float | None, step_end: StepEndCallback
     ) -> list[Image.Image]:
+        output = self._pipeline_call(batch, strength, step_end, output_type="pil")
+        images: list[Image.Image] = [image.convert("RGB") for image in output]
+        return images
+
+    def _pipeline_call(
+        self,
+        batch: RenderBatch,
+        strength: float | None,
+        step_end: StepEndCallback | None,
+        *,
+        output_type: str,
+    ) -> Any:
+        """One diffusers call for the batch; returns the pipeline's `images` (PIL list or latent tensor)."""
         key, tasks = batch.key, batch.tasks
         embeds = self._encode(self._txt2img, tasks, guidance=key.guidance)
         # MPS generators are unreliable, so MPS draws its noise on the CPU (as diffusers advises).
@@ -252,7 +304,7 @@ class DiffusersBackend:
             "guidance_scale": key.guidance,
             "generator": generators,
             "callback_on_step_end": step_end,
-            "output_type": "pil",
+            "output_type": output_type,
         }
         if key.mode is RenderMode.TXT2IMG:
             output = self._txt2img(
@@ -267,8 +319,7 @@ class DiffusersBackend:
                 num_inference_steps=img2img_schedule_steps(key.steps, strength),
                 **common,
             )
-        images: list[Image.Image] = [image.convert("RGB") for image in output.images]
-        return images
+        return output.images
 
     def _encode(self, pipe: Any, tasks: Sequence[ImageTask], *, guidance: float) -> dict[str, torch.Tensor]:
         """Text embeddings for the batch, with SDXL's zero embedding for each empty negative prompt.
