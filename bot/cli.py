@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         console.print(f"[red]{error}[/red]")
         return 2
-    configure_logging(settings.log_level, json=settings.log_json)
+    token = settings.discord_token.get_secret_value() if settings.discord_token else ""
+    configure_logging(settings.log_level, json=settings.log_json, secrets=[token])
     handlers = {"run": _run, "migrate": _migrate, "generate": _generate, "doctor": _doctor}
     try:
         return asyncio.run(handlers[args.command](settings, args))

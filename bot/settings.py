@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
+    # Observability: /metrics, /healthz and /readyz (METRICS_PORT=0 turns the server off)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -68,6 +68,8 @@ class DeliveryManager:
         self._locks: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        # Told each job id whose result was delivered (metrics: time from done to delivered).
+        self.on_delivered: Callable[[int], None] | None = None
 
     async def start(self) -> None:
         """Listen to the scheduler and deliver whatever finished while the bot was down."""
@@ -190,6 +192,8 @@ class DeliveryManager:
                 channel_id=delivered.channel.id if delivered else None,
                 message_id=delivered.id if delivered else None,
             )
+            if delivered is not None and self.on_delivered is not None:
+                self.on_delivered(job_id)
             self._last_edit.pop(job_id, None)
             self._locks.pop(job_id, None)
 

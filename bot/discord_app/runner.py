@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import discord
 from rich.console import Console
 
-from bot.app import ImagineApp
+from bot.app import ImagineApp, make_backend
 from bot.discord_app.client import ImagineBot
+from bot.observability import (
+    DiscordLogHandler,
+    Metrics,
+    scheduler_ready_check,
+    scheduler_worker_up,
+    serve_observability,
+)
 from bot.settings import Settings
 
 
@@ -15,9 +24,30 @@ async def run_bot(settings: Settings, console: Console) -> int:
     if not token:
         console.print("[red]DISCORD_TOKEN is not set: put the bot token in .env (see .env.example).[/red]")
         return 2
+    metrics = Metrics()
+    apps: list[ImagineApp] = []
+
+    async def ready() -> str | None:  # /readyz answers 503 while the model loads
+        return await scheduler_ready_check(apps[0].scheduler, apps[0].store)() if apps else "starting"
+
+    discord_log = DiscordLogHandler(metrics)
+    logging.getLogger("discord").addHandler(discord_log)
+    try:
+        async with serve_observability(settings, metrics, ready):
+            return await _run(settings, console, token, metrics, apps)
+    finally:
+        logging.getLogger("discord").removeHandler(discord_log)
+
+
+async def _run(
+    settings: Settings, console: Console, token: str, metrics: Metrics, apps: list[ImagineApp]
+) -> int:
     with console.status("Loading the model…"):
-        app = await ImagineApp.start(settings)
+        app = await ImagineApp.start(settings, backend=metrics.instrument(make_backend(settings)))
+    apps.append(app)
+    metrics.watch(app.scheduler, worker_up=lambda: scheduler_worker_up(app.scheduler))
     bot = ImagineBot(app, guild_id=settings.discord_guild_id)
+    bot.delivery.on_delivered = metrics.delivered
     try:
         async with bot:
             await bot.start(token)

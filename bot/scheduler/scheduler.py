@@ -117,6 +117,16 @@ class GpuScheduler:
     def native_resolution(self) -> int:
         return self._backend.native_resolution
 
+    @property
+    def is_running(self) -> bool:
+        """The model is loaded and the loop takes batches (for liveness probes)."""
+        return (
+            self.load_error is None
+            and self._ready.is_set()
+            and self._task is not None
+            and not self._task.done()
+        )
+
     # -- commands --------------------------------------------------------------------------------------
 
     def submit(self, job: Job) -> None:

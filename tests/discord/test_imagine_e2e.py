@@ -13,7 +13,9 @@ from tests.fake_discord import FakeMessage
 
 async def test_imagine_posts_a_grid_with_buttons(harness: Harness) -> None:
     """/imagine answers at once with its queue status, which then becomes the grid with U/V/🔄 buttons."""
-    async with harness.running():
+    async with harness.running() as bot:
+        delivered: list[int] = []
+        bot.delivery.on_delivered = delivered.append
         handle = await harness.slash(harness.alice, "imagine", {"prompt": "a lighthouse --ar 16:9 --seed 42"})
         response = await handle.wait_response()
         assert response.type == 4
@@ -32,6 +34,7 @@ async def test_imagine_posts_a_grid_with_buttons(harness: Harness) -> None:
         assert attachment.data.startswith(b"\x89PNG")
         assert message.embeds[0]["image"]["url"].endswith(f"/{attachment.filename}")
         assert len(message.history) >= 2  # queued status first, then the result
+        assert delivered == [job_id]  # the delivery hook (metrics) hears of it once
     assert not harness.fake.limit_violations
 
 
