@@ -77,7 +77,7 @@ class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_AB
         return cls(int(match["job"]), int(match.groupdict().get("index") or 0))
 
 
-class UpscaleViewButton(_ActionButton, template=rf"{PREFIX}:u:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
+class UpscaleViewButton(_ActionButton, template=rf"{PREFIX}:u:(?P<job>[0-9]{{1,19}}):(?P<index>[0-3])"):
     """U1–U4: the chosen image alone, at full size, with its own buttons."""
 
     action = "u"
@@ -86,7 +86,7 @@ class UpscaleViewButton(_ActionButton, template=rf"{PREFIX}:u:(?P<job>\d{{1,19}}
         await _press(interaction, _actions(interaction).show_single(interaction, self.job_id, self.index))
 
 
-class VaryButton(_ActionButton, template=rf"{PREFIX}:v:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
+class VaryButton(_ActionButton, template=rf"{PREFIX}:v:(?P<job>[0-9]{{1,19}}):(?P<index>[0-3])"):
     """V1–V4 and Vary: four variations of the chosen image."""
 
     action = "v"
@@ -95,7 +95,7 @@ class VaryButton(_ActionButton, template=rf"{PREFIX}:v:(?P<job>\d{{1,19}}):(?P<i
         await _press(interaction, _actions(interaction).vary(interaction, self.job_id, self.index))
 
 
-class UpscaleButton(_ActionButton, template=rf"{PREFIX}:x:(?P<job>\d{{1,19}}):(?P<index>[0-3])"):
+class UpscaleButton(_ActionButton, template=rf"{PREFIX}:x:(?P<job>[0-9]{{1,19}}):(?P<index>[0-3])"):
     """Upscale 2×: a diffusion upscale of the chosen image."""
 
     action = "x"
@@ -104,7 +104,7 @@ class UpscaleButton(_ActionButton, template=rf"{PREFIX}:x:(?P<job>\d{{1,19}}):(?
         await _press(interaction, _actions(interaction).upscale(interaction, self.job_id, self.index))
 
 
-class RerollButton(_ActionButton, template=rf"{PREFIX}:r:(?P<job>\d{{1,19}})"):
+class RerollButton(_ActionButton, template=rf"{PREFIX}:r:(?P<job>[0-9]{{1,19}})"):
     """🔄: the same prompt again with new seeds."""
 
     action = "r"
@@ -114,7 +114,7 @@ class RerollButton(_ActionButton, template=rf"{PREFIX}:r:(?P<job>\d{{1,19}})"):
         await _press(interaction, _actions(interaction).reroll(interaction, self.job_id))
 
 
-class CancelButton(_ActionButton, template=rf"{PREFIX}:c:(?P<job>\d{{1,19}})"):
+class CancelButton(_ActionButton, template=rf"{PREFIX}:c:(?P<job>[0-9]{{1,19}})"):
     """Cancel a queued or running job."""
 
     action = "c"

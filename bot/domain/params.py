@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -55,7 +56,8 @@ class AspectRatio:
         """Parse `16:9` (also `16x9` or `16/9`); the error names what was given and what is allowed."""
         cleaned = text.strip().lower().replace("x", ":").replace("/", ":")
         parts = cleaned.split(":")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        # ASCII digits only, and few of them: `²` or a 400-digit side are not ratios anyone means.
+        if len(parts) != 2 or not all(re.fullmatch(r"[0-9]{1,4}", part) for part in parts):
             raise InvalidRequest(
                 f"`{text}` is not an aspect ratio. Use width:height, for example `16:9` or `2:3`.",
                 field="aspect",

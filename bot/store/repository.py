@@ -70,6 +70,8 @@ from bot.store.records import (
 MAX_WORD_CHARS = 100
 
 
+# Ids are INTEGER columns: 32-bit on PostgreSQL. A larger id names no row (and would overflow the driver).
+MAX_ID = 2**31 - 1
 # A guild's settings and blocked words are cached this long; the store's own writes clear them at once.
 GUILD_CACHE_SECONDS = 30.0
 
@@ -199,6 +201,8 @@ class JobStore:
             return Job(id=row.id, spec=spec, state=JobState.QUEUED, created_at=now)
 
     async def get_job(self, job_id: int) -> Job:
+        if not 0 < job_id <= MAX_ID:
+            raise JobNotFound(job_id)  # e.g. from a forged button: no row can have it, and drivers overflow
         async with self._read_sessions.begin() as session:
             row = await session.get(JobRow, job_id)
             if row is None:
@@ -465,6 +469,8 @@ class JobStore:
     # -------------------------------------------------------------- images
 
     async def get_image(self, image_id: int) -> StoredImage:
+        if not 0 < image_id <= MAX_ID:
+            raise ImageNotFound(image_id)
         async with self._read_sessions.begin() as session:
             row = await session.get(ImageRow, image_id)
             if row is None:
