@@ -104,8 +104,8 @@ def harness(fake_discord: FakeDiscord, tiny_backend: Any, tmp_path: Path) -> Har
     bob = fake_discord.add_member(guild, name="bob", permissions=MEMBER_PERMISSIONS)
     mod = fake_discord.add_member(guild, name="mod", permissions=MEMBER_PERMISSIONS | MANAGE_GUILD)
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        discord_token=fake_discord.token,  # type: ignore[arg-type]
+        _env_file=None,
+        discord_token=fake_discord.token,
         database_url=f"sqlite+aiosqlite:///{tmp_path}/bot.db",
         image_dir=tmp_path / "images",
         model="tiny",
