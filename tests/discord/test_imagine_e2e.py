@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 
+import pytest
 from PIL import Image
 
 from tests.discord.conftest import GatedBackend, Harness, custom_ids
@@ -234,4 +236,27 @@ async def test_result_goes_by_dm_when_the_channel_is_closed(harness: Harness) ->
         await asyncio.sleep(0.5)
         assert [m.id for m in harness.fake.dm_messages(harness.alice) if m.attachments] == [dm.id]
         assert not [m for m in harness.fake.messages(harness.channel) if m.attachments]
+    assert not harness.fake.limit_violations
+
+
+async def test_unexpected_error_gives_a_reference_that_is_in_the_log(
+    harness: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug answers the member privately with a short reference id, and the log has the same id."""
+    async with harness.running():
+        assert harness.app is not None
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("the quota table is on fire")
+
+        monkeypatch.setattr(harness.app.store, "admission_facts", broken)
+        handle = await harness.slash(harness.alice, "usage")
+        await handle.wait_response()
+        [reply] = handle.ephemeral_messages
+        match = re.search(r"ref `([0-9a-f]{8})`", reply.content)
+        assert match is not None, reply.content
+        logged = [r for r in caplog.records if getattr(r, "ref", None) == match.group(1)]
+        assert len(logged) == 1
+        assert logged[0].exc_info is not None
+        assert "the quota table is on fire" not in reply.content
     assert not harness.fake.limit_violations
