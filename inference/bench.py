@@ -33,7 +33,7 @@ from bot.scheduler.backend import ImageTask, RenderBatch
 from inference.device import choose_device
 from inference.optimize import Optimizations
 from inference.pipeline import DiffusersBackend
-from inference.tiny import make_tiny_pipeline, make_tokenizer, tiny_vocab
+from inference.tiny import assemble_pipeline, make_tiny_pipeline, tiny_vocab
 
 log = logging.getLogger(__name__)
 diffusers: Any = _diffusers  # untyped under mypy; see inference.pipeline
@@ -115,23 +115,7 @@ def make_sdxl_random_pipeline(device: str | torch.device = "cpu") -> Any:
         ]
         text_encoder = CLIPTextModel(encoders[0])
         text_encoder_2 = CLIPTextModelWithProjection(encoders[1])
-    scheduler = diffusers.EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
-    return diffusers.StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=make_tokenizer(),
-        tokenizer_2=make_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-        add_watermarker=False,
-    )
+    return assemble_pipeline(unet, vae, text_encoder, text_encoder_2)
 
 
 class BuiltBackend(DiffusersBackend):

@@ -89,13 +89,6 @@ def make_tiny_pipeline(*, seed: int = 0) -> Any:
         norm_num_groups=8,
         sample_size=64,
     )
-    scheduler = diffusers.EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
     vocab_size = len(tiny_vocab())
     text_config = CLIPTextConfig(
         vocab_size=vocab_size,
@@ -113,6 +106,18 @@ def make_tiny_pipeline(*, seed: int = 0) -> Any:
     )
     text_encoder = CLIPTextModel(text_config)
     text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    return assemble_pipeline(unet, vae, text_encoder, text_encoder_2)
+
+
+def assemble_pipeline(unet: Any, vae: Any, text_encoder: Any, text_encoder_2: Any) -> Any:
+    """An SDXL pipeline from its models, with SDXL's Euler scheduler and the offline byte-level tokenizers."""
+    scheduler = diffusers.EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
     return diffusers.StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
