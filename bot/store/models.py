@@ -92,12 +92,16 @@ class JobRow(Base):
     model: Mapped[str] = mapped_column(String(100))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
+    # Shared-queue workers: who holds a RUNNING job, and until when (renewed by heartbeats).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_jobs_state_id", "state", "id"),
+        Index("ix_jobs_state_lease_expires_at", "state", "lease_expires_at"),
         Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_jobs_guild_id_user_id_created_at", "guild_id", "user_id", "created_at"),
     )

@@ -33,6 +33,14 @@ class JobResult:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """A worker's claim on the jobs it runs, renewed by heartbeats; a lapsed one sends them back."""
+
+    owner: str  # the worker's name, unique among the workers sharing the queue
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Completion:
     """A job as `complete_job` left it: SUCCEEDED with its images, or ended meanwhile with none."""
 

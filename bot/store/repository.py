@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
@@ -61,6 +61,7 @@ from bot.store.records import (
     Completion,
     GuildSettings,
     JobResult,
+    Lease,
     ModeratorAction,
     QuotaOverride,
     RecoveryReport,
@@ -246,27 +247,67 @@ class JobStore:
         """QUEUED -> RUNNING for these jobs; the ids that moved, in the order given (see start_jobs)."""
         return [job.id for job in await self.start_jobs(job_ids)]
 
-    async def start_jobs(self, job_ids: Sequence[int]) -> list[Job]:
+    async def start_jobs(self, job_ids: Sequence[int], *, lease: Lease | None = None) -> list[Job]:
         """QUEUED -> RUNNING for these jobs, atomically; returns the jobs that moved, in the order given.
 
-        A job that ended meanwhile (cancelled, or failed) is skipped. A job that is already RUNNING was
-        handed out twice: InvalidTransition. An unknown id: JobNotFound (and nothing moves).
+        A job that ended meanwhile (cancelled, or failed) is skipped. Without a lease (one process owns the
+        queue) a job already RUNNING was handed out twice: InvalidTransition; an unknown id: JobNotFound.
+        With a lease (workers share the queue) the jobs are claimed for `lease.owner` until the lease
+        expires; jobs another worker holds or is claiming right now are skipped (FOR UPDATE SKIP LOCKED on
+        PostgreSQL; SQLite has a single writer anyway).
         """
         wanted = list(dict.fromkeys(job_ids))
         if not wanted:
             return []
         now = self._clock.now()
+        values: dict[str, Any] = {
+            "state": JobState.RUNNING.value,
+            "started_at": now,
+            "attempts": JobRow.attempts + 1,
+        }
         async with self.writing() as session:
+            claimable = wanted
+            if lease is not None:
+                values.update(
+                    lease_owner=lease.owner, lease_expires_at=now + timedelta(seconds=lease.seconds)
+                )
+                locked = await session.scalars(
+                    select(JobRow.id)
+                    .where(JobRow.id.in_(wanted), JobRow.state == JobState.QUEUED.value)
+                    .with_for_update(skip_locked=True)
+                )
+                claimable = list(locked.all())
             rows = await session.scalars(
                 update(JobRow)
-                .where(JobRow.id.in_(wanted), JobRow.state == JobState.QUEUED.value)
-                .values(state=JobState.RUNNING.value, started_at=now, attempts=JobRow.attempts + 1)
+                .where(JobRow.id.in_(claimable), JobRow.state == JobState.QUEUED.value)
+                .values(values)
                 .returning(JobRow)
                 .execution_options(synchronize_session=False, populate_existing=True)
             )
             moved = {row.id: _job(row) for row in rows.all()}
-            await self._check_skipped(session, [i for i in wanted if i not in moved], JobState.RUNNING)
+            if lease is None:
+                await self._check_skipped(session, [i for i in wanted if i not in moved], JobState.RUNNING)
         return [moved[job_id] for job_id in wanted if job_id in moved]
+
+    async def renew_leases(self, job_ids: Sequence[int], lease: Lease) -> list[int]:
+        """Extend `lease.owner`'s lease on these jobs; returns the ids it still holds as RUNNING (a job
+        missing from the answer was cancelled, failed, or given to another worker after a lapse)."""
+        if not job_ids:
+            return []
+        until = self._clock.now() + timedelta(seconds=lease.seconds)
+        async with self.writing() as session:
+            held = await session.scalars(
+                update(JobRow)
+                .where(
+                    JobRow.id.in_(list(job_ids)),
+                    JobRow.state == JobState.RUNNING.value,
+                    JobRow.lease_owner == lease.owner,
+                )
+                .values(lease_expires_at=until)
+                .returning(JobRow.id)
+                .execution_options(synchronize_session=False)
+            )
+            return sorted(held.all())
 
     async def complete_job(
         self, job_id: int, images: Sequence[Image.Image], seeds: Sequence[int]
@@ -275,7 +316,9 @@ class JobStore:
         [completion] = await self.complete_jobs([JobResult(job_id, images, seeds)])
         return completion
 
-    async def complete_jobs(self, results: Sequence[JobResult]) -> list[Completion]:
+    async def complete_jobs(
+        self, results: Sequence[JobResult], *, owner: str | None = None
+    ) -> list[Completion]:
         """Save RUNNING jobs' images and mark them SUCCEEDED, all in one transaction; return each job as it
         ends, in the order given.
 
@@ -283,6 +326,8 @@ class JobStore:
         empty). The files are written first (in one thread), and removed again for a job that turns out
         to have ended, or all of them if the transaction fails. OSError from the disk is raised as is.
         A job that is neither RUNNING nor ended (QUEUED, or completed twice): InvalidTransition.
+        With `owner` (a worker of a shared queue), a job whose lease that worker has lost is left to the
+        worker that holds it now: it stores nothing, like a cancelled one.
         """
         for result in results:
             if len(result.images) != len(result.seeds):
@@ -291,7 +336,7 @@ class JobStore:
                 )
         paths = await asyncio.to_thread(self._save_files, results)
         try:
-            completions = await self._record_images(results, paths)
+            completions = await self._record_images(results, paths, owner)
         except InvalidTransition:
             raise  # completed twice: the files may belong to the completion that won, so leave them
         except Exception:
@@ -310,24 +355,29 @@ class JobStore:
         return completions
 
     async def _record_images(
-        self, results: Sequence[JobResult], paths: Sequence[Sequence[str]]
+        self, results: Sequence[JobResult], paths: Sequence[Sequence[str]], owner: str | None
     ) -> list[Completion]:
         now = self._clock.now()
         completions: list[Completion] = []
         async with self.writing() as session:
             for result, job_paths in zip(results, paths, strict=True):
+                held = JobRow.state == JobState.RUNNING.value
+                if owner is not None:
+                    held = and_(held, JobRow.lease_owner == owner)
                 row = await session.scalar(
                     update(JobRow)
-                    .where(JobRow.id == result.job_id, JobRow.state == JobState.RUNNING.value)
-                    .values(state=JobState.SUCCEEDED.value, finished_at=now)
+                    .where(JobRow.id == result.job_id, held)
+                    .values(state=JobState.SUCCEEDED.value, finished_at=now, lease_expires_at=None)
                     .returning(JobRow)
                     .execution_options(synchronize_session=False, populate_existing=True)
                 )
                 if row is None:
-                    await self._check_skipped(session, [result.job_id], JobState.SUCCEEDED)
-                    ended = await session.get(JobRow, result.job_id)  # cancelled or failed meanwhile
-                    assert ended is not None
-                    completions.append(Completion(_job(ended), []))
+                    current = await session.get(JobRow, result.job_id, populate_existing=True)
+                    lost_lease = owner is not None and current is not None and current.lease_owner != owner
+                    if not lost_lease:
+                        await self._check_skipped(session, [result.job_id], JobState.SUCCEEDED)
+                    assert current is not None  # cancelled or failed meanwhile, or another worker's now
+                    completions.append(Completion(_job(current), []))
                     continue
                 job = _job(row)
                 if len(result.images) != job.spec.image_count:
@@ -381,25 +431,24 @@ class JobStore:
             moved = set(result.scalars().all())
             await self._check_skipped(session, [i for i in wanted if i not in moved], JobState.QUEUED)
 
-    async def recover_interrupted(self, max_attempts: int) -> RecoveryReport:
-        """After a restart: every job still RUNNING was interrupted. Queue it again, or give up on it.
+    async def recover_interrupted(self, max_attempts: int, *, leases_only: bool = False) -> RecoveryReport:
+        """Jobs left RUNNING by a process that died: queue them again, or give up on them.
 
-        A job that has been started `max_attempts` times or more fails instead of being requeued.
+        One process owning the queue calls this at start: every RUNNING job was interrupted. Workers
+        sharing the queue call it with `leases_only`: only jobs whose lease has lapsed (their worker died or
+        hung) are taken back. A job started `max_attempts` times or more fails instead of being requeued.
         """
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1; got {max_attempts}")
         report = RecoveryReport()
         now = self._clock.now()
+        query = select(JobRow).where(JobRow.state == JobState.RUNNING.value).order_by(JobRow.id)
+        if leases_only:
+            query = query.where(JobRow.lease_expires_at < now)
         async with self.writing() as session:
-            rows = (
-                await session.scalars(
-                    select(JobRow)
-                    .where(JobRow.state == JobState.RUNNING.value)
-                    .order_by(JobRow.id)
-                    .with_for_update()
-                )
-            ).all()
+            rows = (await session.scalars(query.with_for_update(skip_locked=True))).all()
             for row in rows:
+                row.lease_owner = row.lease_expires_at = None
                 if row.attempts < max_attempts:
                     check_transition(row.id, JobState.RUNNING, JobState.QUEUED)
                     row.state = JobState.QUEUED.value

@@ -8,9 +8,7 @@ Without a server the tests are skipped, except under CI (CI set), where a missin
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import Connection
 
 from bot.domain.clock import FakeClock
 from bot.domain.errors import InvalidTransition
@@ -30,63 +26,16 @@ from bot.store import (
     GuildSettings,
     ImageFiles,
     JobStore,
+    Lease,
     create_engine,
     downgrade,
     migrate,
     schema_is_current,
 )
 from bot.store.models import Base
+from tests.postgres import _reachable_server
 
 from .factories import make_images, make_spec
-
-DEFAULT_URLS = (
-    "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
-    "postgresql+asyncpg://root@127.0.0.1:5432/test",
-)
-
-
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _server_urls() -> Sequence[str]:
-    configured = os.environ.get("TEST_POSTGRES_URL")
-    return (configured,) if configured else DEFAULT_URLS
-
-
-async def _reachable_server(urls: Sequence[str]) -> str:
-    """The first URL that answers; otherwise skip (locally) or fail (CI)."""
-    problems = []
-    for url in urls:
-        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-        try:
-            async with asyncio.timeout(10), engine.connect() as connection:
-                await connection.exec_driver_sql("SELECT 1")
-            return url
-        except (OSError, DBAPIError, TimeoutError) as error:
-            problems.append(f"{make_url(url).render_as_string()}: {str(error).splitlines()[0]}")
-        finally:
-            await engine.dispose()
-    message = "PostgreSQL is not reachable (" + "; ".join(problems) + ")"
-    if _under_ci():
-        pytest.fail(f"{message}. CI is set, so this is an error, not a skip.")
-    pytest.skip(f"{message}. Start PostgreSQL or set TEST_POSTGRES_URL to run these tests.")
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A new, empty database on the server, dropped afterwards."""
-    server = await _reachable_server(_server_urls())
-    name = f"imagine_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as connection:
-            await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.dispose()
 
 
 @pytest.fixture
@@ -218,3 +167,23 @@ async def test_timezones(pg_url: str, tmp_path: Path) -> None:
         stored = await store.get_job(job.id)
     assert stored.created_at == clock.now()
     assert stored.created_at.isoformat() == "2026-03-01T18:00:00+00:00"
+
+
+async def test_workers_claim_disjoint_jobs_at_once(pg_url: str, tmp_path: Path, clock: FakeClock) -> None:
+    """Two workers (two connections) claiming the same 20 jobs at once never both get one, and lose none."""
+    first = await JobStore.open(pg_url, tmp_path / "images", clock)
+    second = await JobStore.open(pg_url, tmp_path / "images", clock)
+    try:
+        ids = [(await first.create_job(make_spec())).id for _ in range(20)]
+        for _ in range(5):  # several rounds, so the claims really interleave
+            claims = await asyncio.gather(
+                first.start_jobs(ids, lease=Lease("a", 30)),
+                second.start_jobs(ids[::-1], lease=Lease("b", 30)),
+            )
+            a, b = ({job.id for job in claim} for claim in claims)
+            assert not a & b
+            assert a | b == set(ids)
+            await first.recover_interrupted(max_attempts=100)  # back to the queue for the next round
+    finally:
+        await first.close()
+        await second.close()
