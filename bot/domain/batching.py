@@ -91,6 +91,9 @@ class FairBatchPolicy:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._where
 
+    def job_ids(self) -> set[int]:
+        return set(self._where)
+
     def add(self, entry: QueueEntry) -> None:
         if entry.job_id in self._where:
             raise ValueError(f"job {entry.job_id} is already queued")

@@ -24,7 +24,7 @@ from bot.domain.estimates import DurationEstimator
 from bot.domain.jobs import NEEDS_SOURCE_IMAGE, Job, JobState
 from bot.scheduler.backend import GenerationBackend, ImageTask, RenderBatch
 from bot.scheduler.events import JobUpdate, QueueInfo
-from bot.store.records import JobResult
+from bot.store.records import JobResult, Lease
 from bot.store.repository import JobStore
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,26 @@ Listener = Callable[[JobUpdate], None]
 
 MAX_STORING_BATCHES = 2  # rendered batches that may be storing while the next one renders
 STOP_GRACE = 10.0  # seconds stop() waits for rendered results to be stored
+
+
+@dataclass(frozen=True)
+class SharedQueue:
+    """Run as one of several processes sharing the store's queue (PostgreSQL), instead of owning it.
+
+    Each process keeps its own copy of the queue in its policy, refreshed from the store every
+    `poll_seconds` (and at once when the store announces a new job), and claims a batch with a lease it
+    renews every third of `lease_seconds`; a lapsed lease sends the jobs back to the queue. With
+    `render=False` the process only watches the queue (queue positions, results made elsewhere).
+    """
+
+    worker: str
+    lease_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    render: bool = True
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.worker, self.lease_seconds)
 
 
 @dataclass
@@ -55,6 +75,7 @@ class GpuScheduler:
         max_attempts: int = 3,
         estimator: DurationEstimator | None = None,
         store_beside_render: bool = True,
+        shared: SharedQueue | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -73,28 +94,53 @@ class GpuScheduler:
         self._saving: set[asyncio.Task[None]] = set()
         # False stores each batch before the next starts: only to measure what overlapping gains.
         self._store_beside_render = store_beside_render
+        self._shared = shared
+        self._helpers: list[asyncio.Task[None]] = []  # shared queue: refresh and heartbeat
+        self._elsewhere: set[int] = set()  # jobs known here that another process is running
+        self._mine: set[int] = set()  # jobs this process claimed and has not finished
+        self._announced = asyncio.Event()  # the store announced a new job (PostgreSQL NOTIFY)
         self.load_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Recover jobs a dead process left running, queue every waiting job, and start the loop."""
-        report = await self._store.recover_interrupted(self._max_attempts)
+        await self._recover()
+        for job in await self._store.list_jobs(states=[JobState.QUEUED]):
+            self._enqueue(job)
+        if self._shared is not None:
+            self._helpers = [
+                asyncio.create_task(self._refresh_loop(self._shared), name="queue-refresh"),
+                asyncio.create_task(self._heartbeat_loop(self._shared), name="lease-heartbeat"),
+            ]
+            if not self._shared.render:
+                self._ready.set()  # nothing to load: this process only watches the queue
+                return
+        self._task = asyncio.create_task(self._loop(), name="gpu-scheduler")
+
+    async def _recover(self) -> None:
+        """Take back jobs whose process died: all RUNNING ones when this process owns the queue, only
+        those whose lease lapsed when several share it."""
+        report = await self._store.recover_interrupted(
+            self._max_attempts, leases_only=self._shared is not None
+        )
         for job_id in report.failed:
             job = await self._store.get_job(job_id)
             self._emit(JobUpdate(job_id, job.state, error=job.error))
             self._resolve(job)
         if report.requeued:
-            log.info("requeued %d jobs interrupted by a restart", len(report.requeued))
-        for job in await self._store.list_jobs(states=[JobState.QUEUED]):
-            self._enqueue(job)
-        self._task = asyncio.create_task(self._loop(), name="gpu-scheduler")
+            log.info("requeued %d interrupted jobs", len(report.requeued))
+            self._wake.set()
 
     async def stop(self) -> None:
         """Stop taking batches; results already rendered are stored first (for STOP_GRACE seconds at most).
 
         A batch still rendering is abandoned in the store as RUNNING and re-run at the next start.
         """
+        for helper in self._helpers:
+            helper.cancel()
+        await asyncio.gather(*self._helpers, return_exceptions=True)
+        self._helpers = []
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -229,7 +275,11 @@ class GpuScheduler:
                 await self._run_batch(decision)
 
     async def _run_batch(self, batch: Batch) -> None:
-        jobs = await self._store.start_jobs(batch.job_ids)  # jobs cancelled meanwhile are left out
+        # Jobs cancelled meanwhile (or, sharing the queue, claimed by another worker) are left out.
+        lease = self._shared.lease if self._shared is not None else None
+        jobs = await self._store.start_jobs(batch.job_ids, lease=lease)
+        self._elsewhere.update(set(batch.job_ids) - {job.id for job in jobs})
+        self._mine.update(job.id for job in jobs)
         if not jobs:
             return
         tasks: list[ImageTask] = []
@@ -344,7 +394,8 @@ class GpuScheduler:
             for job in jobs
         ]
         try:
-            completions = await self._store.complete_jobs(results)
+            owner = self._shared.worker if self._shared is not None else None
+            completions = await self._store.complete_jobs(results, owner=owner)
         except OSError as error:
             log.exception("could not save images", extra={"job_ids": [job.id for job in jobs]})
             reason = f"I made the images but couldn't save them ({error.strerror or error})."
@@ -359,6 +410,10 @@ class GpuScheduler:
             final = completion.job
             if final.state is JobState.CANCELLED:
                 continue  # cancelled while it ran: cancel() already told everyone
+            if not final.state.is_final:
+                self._mine.discard(final.id)
+                self._elsewhere.add(final.id)  # our lease lapsed: another worker makes it now
+                continue
             self._emit(JobUpdate(final.id, final.state, error=final.error))
             self._resolve(final)
 
@@ -368,6 +423,54 @@ class GpuScheduler:
             self._emit(JobUpdate(job_id, job.state, error=job.error))
             self._resolve(job)
 
+    # -- sharing the queue with other processes ------------------------------------------------------------
+
+    async def _refresh_loop(self, shared: SharedQueue) -> None:
+        """Keep the policy's queue equal to the store's, and report jobs other processes finished.
+
+        Polls every `poll_seconds`; on PostgreSQL a new job's NOTIFY wakes it at once.
+        """
+        async with self._store.listening(self._announced.set):
+            while True:
+                self._announced.clear()
+                try:
+                    await self._refresh()
+                except Exception:
+                    log.exception("could not refresh the shared queue; trying again")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._announced.wait(), shared.poll_seconds)
+
+    async def _refresh(self) -> None:
+        queued = {job.id: job for job in await self._store.list_jobs(states=[JobState.QUEUED])}
+        for job in queued.values():
+            if job.id not in self._policy and job.id not in self._mine:
+                self._enqueue(job)
+                self._elsewhere.discard(job.id)
+        for job_id in self._policy.job_ids() - queued.keys():
+            self._policy.remove(job_id)  # claimed by another worker, or cancelled
+            self._elsewhere.add(job_id)
+        for job in await self._store.get_jobs(sorted(self._elsewhere)):
+            if job.state.is_final:
+                self._elsewhere.discard(job.id)
+                self._emit(JobUpdate(job.id, job.state, error=job.error))
+                self._resolve(job)
+        self._wake.set()
+
+    async def _heartbeat_loop(self, shared: SharedQueue) -> None:
+        """Renew the lease of the batch in hand, stop jobs that are no longer ours, take back lapsed ones."""
+        while True:
+            await asyncio.sleep(shared.lease_seconds / 3)
+            try:
+                running = self._running
+                if running is not None:
+                    ids = list(running.batch.job_ids)
+                    held = set(await self._store.renew_leases(ids, shared.lease))
+                    # Cancelled, or lost after a lapse: the render stops once none of its jobs is ours.
+                    self._cancel_requested.update(job_id for job_id in ids if job_id not in held)
+                await self._recover()
+            except Exception:
+                log.exception("lease heartbeat failed; trying again")
+
     def _emit(self, update: JobUpdate) -> None:
         for listener in list(self._listeners):
             try:
@@ -376,6 +479,7 @@ class GpuScheduler:
                 log.exception("a job listener failed")
 
     def _resolve(self, job: Job) -> None:
+        self._mine.discard(job.id)
         future = self._finished.pop(job.id, None)
         if future is not None and not future.done():
             future.set_result(job)

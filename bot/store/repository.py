@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +71,7 @@ from bot.store.records import (
 MAX_WORD_CHARS = 100
 
 
+JOBS_CHANNEL = "imagine_jobs"  # PostgreSQL NOTIFY channel: a job is waiting
 # Ids are INTEGER columns: 32-bit on PostgreSQL. A larger id names no row (and would overflow the driver).
 MAX_ID = 2**31 - 1
 # A guild's settings and blocked words are cached this long; the store's own writes clear them at once.
@@ -199,6 +200,7 @@ class JobStore:
                 )
             session.add(row)
             await session.flush()
+            await self._announce(session)
             return Job(id=row.id, spec=spec, state=JobState.QUEUED, created_at=now)
 
     async def get_job(self, job_id: int) -> Job:
@@ -460,6 +462,8 @@ class JobStore:
                     row.error = f"The bot restarted {row.attempts} times while making this image; giving up."
                     row.finished_at = now
                     report.failed.append(row.id)
+            if report.requeued:
+                await self._announce(session)
         return report
 
     async def _finish(self, job_id: int, target: JobState, *, error: str | None = None) -> Job:
@@ -621,6 +625,32 @@ class JobStore:
             used_since=int(used or 0),
             active_jobs=int(active or 0),
         )
+
+    async def _announce(self, session: AsyncSession) -> None:
+        """Tell the workers sharing the queue that a job is waiting (sent when the transaction commits)."""
+        if self.engine.dialect.name == "postgresql":
+            await session.execute(select(func.pg_notify(JOBS_CHANNEL, "")))
+
+    @contextlib.asynccontextmanager
+    async def listening(self, on_announce: Callable[[], None]) -> AsyncIterator[bool]:
+        """Call `on_announce` whenever a job becomes waiting, while inside; yields False (and calls nothing)
+        where the database cannot announce it (SQLite), so callers poll."""
+        if self.engine.dialect.name != "postgresql":
+            yield False
+            return
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection  # asyncpg's connection: LISTEN needs it directly
+
+            def heard(*_: object) -> None:
+                on_announce()
+
+            await driver.add_listener(JOBS_CHANNEL, heard)
+            try:
+                yield True
+            finally:
+                with contextlib.suppress(Exception):
+                    await driver.remove_listener(JOBS_CHANNEL, heard)
 
     def _forget_guild_rules(self, guild_id: int) -> None:
         self._guild_cache.pop(guild_id, None)

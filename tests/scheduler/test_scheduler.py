@@ -278,10 +278,10 @@ async def test_stop_lets_rendered_results_be_stored(
     storing = asyncio.Event()
     complete_jobs = store.complete_jobs
 
-    async def slow_complete(results: Any) -> Any:
+    async def slow_complete(results: Any, **options: Any) -> Any:
         storing.set()
         await asyncio.sleep(0.2)
-        return await complete_jobs(results)
+        return await complete_jobs(results, **options)
 
     monkeypatch.setattr(store, "complete_jobs", slow_complete)
     scheduler = await started(store, backend)
