@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from bot.domain.clock import Clock, SystemClock
 from bot.moderation import ModerationService
 from bot.scheduler.backend import GenerationBackend
-from bot.scheduler.scheduler import GpuScheduler
+from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.service import ImagineService
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from bot.store.repository import JobStore
 
 log = logging.getLogger(__name__)
@@ -48,16 +48,32 @@ class ImagineApp:
         backend: GenerationBackend | None = None,
         clock: Clock | None = None,
         wait_for_model: bool = True,
+        render: bool = True,
     ) -> ImagineApp:
         """Migrate and open the store, start the scheduler (model loading in its thread), build the service.
 
-        With `wait_for_model`, return only once the model is loaded, raising what loading raised.
+        With `wait_for_model`, return only once the model is loaded, raising what loading raised. On
+        PostgreSQL the scheduler shares the queue with any other workers; `render=False` (only there)
+        makes this process a pure front end that queues jobs and reports what the workers made.
         """
+        if not render and not settings.shares_queue:
+            raise SettingsError(
+                "Running without a worker needs DATABASE_URL=postgresql+asyncpg://…, where workers can reach "
+                "the same queue."
+            )
         clock = clock or SystemClock()
         store = await JobStore.open(settings.database_url, settings.image_dir, clock)
-        backend = backend or make_backend(settings)
+        backend = backend or make_backend(settings)  # not loaded when render=False: sizes only
+        shared = None
+        if settings.shares_queue:
+            shared = SharedQueue(
+                settings.worker_name,
+                lease_seconds=settings.lease_seconds,
+                poll_seconds=settings.queue_poll_seconds,
+                render=render,
+            )
         scheduler = GpuScheduler(
-            store, backend, settings.batching(), clock, max_attempts=settings.max_attempts
+            store, backend, settings.batching(), clock, max_attempts=settings.max_attempts, shared=shared
         )
         try:
             await scheduler.start()

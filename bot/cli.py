@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     token = settings.discord_token.get_secret_value() if settings.discord_token else ""
     configure_logging(settings.log_level, json=settings.log_json, secrets=[token])
-    handlers = {"run": _run, "migrate": _migrate, "generate": _generate, "doctor": _doctor}
+    handlers = {"run": _run, "worker": _worker, "migrate": _migrate, "generate": _generate, "doctor": _doctor}
     try:
         return asyncio.run(handlers[args.command](settings, args))
     except KeyboardInterrupt:
@@ -52,7 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagine-bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    run = commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    run.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="only the Discord side: `imagine-bot worker` processes render (needs PostgreSQL)",
+    )
+    commands.add_parser(
+        "worker", help="render jobs from the shared queue, without Discord (needs PostgreSQL)"
+    )
     commands.add_parser("migrate", help="upgrade the database to the newest schema")
     generate = commands.add_parser("generate", help="make one 2×2 grid locally, without Discord")
     generate.add_argument("prompt", help='the prompt, flags included: "a lighthouse --ar 3:2 --seed 7"')
@@ -125,7 +133,13 @@ def _bench(args: argparse.Namespace) -> int:
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     from bot.discord_app.runner import run_bot
 
-    return await run_bot(settings, console)
+    return await run_bot(settings, console, render=not args.no_worker)
+
+
+async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.worker import run_worker
+
+    return await run_worker(settings, console)
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:

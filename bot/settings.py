@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +48,11 @@ class Settings(BaseSettings):
     optimize: Literal["auto", "off"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
 
+    # Several processes sharing the queue (PostgreSQL only; see "Beyond one machine" in the README)
+    worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", max_length=64)
+    lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+    queue_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
     # Batching and retries
     max_batch_images: int = Field(default=8, ge=1, le=64)
     batch_wait_ms: float = Field(default=20.0, ge=0, le=1000)
@@ -76,6 +83,11 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db")
         return value
+
+    @property
+    def shares_queue(self) -> bool:
+        """On PostgreSQL any number of processes may work the queue, so each one shares it."""
+        return self.database_url.startswith("postgresql")
 
     def batching(self) -> BatchingConfig:
         return BatchingConfig(max_images=self.max_batch_images, max_wait=self.batch_wait_ms / 1000)

@@ -43,6 +43,7 @@ EDIT_INTERVAL = 2.0  # seconds between edits of one message: well inside Discord
 TOKEN_LIFETIME = timedelta(minutes=15)
 TOKEN_MARGIN = timedelta(seconds=30)  # stop using a token a little before Discord does
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+SWEEP_SECONDS = 10.0  # how often finished but undelivered results are looked for
 RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0)  # Discord outages: try again, then leave it for the next start
 
 
@@ -129,9 +130,17 @@ class DeliveryManager:
             self._latest[update.job_id] = update
 
     async def _refresh_loop(self) -> None:
+        sweep_at = self._clock.monotonic() + SWEEP_SECONDS
         while True:
             await asyncio.sleep(min(1.0, self._edit_interval / 2))
             now = self._clock.monotonic()
+            if now >= sweep_at:
+                # A safety net for results this process heard nothing of (made by another worker for a
+                # job it never saw queued): whatever is finished and undelivered goes out now.
+                sweep_at = now + SWEEP_SECONDS
+                with contextlib.suppress(Exception):
+                    for delivery in await self._deliveries.undelivered_finished():
+                        self._spawn(self.deliver(delivery.job_id))
             for job_id, update in list(self._latest.items()):
                 if now - self._last_edit.get(job_id, -1e9) >= self._edit_interval:
                     await self._show_status(job_id, update)

@@ -16,10 +16,10 @@ from bot.observability import (
     scheduler_worker_up,
     serve_observability,
 )
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 
 
-async def run_bot(settings: Settings, console: Console) -> int:
+async def run_bot(settings: Settings, console: Console, *, render: bool = True) -> int:
     token = settings.discord_token.get_secret_value() if settings.discord_token else ""
     if not token:
         console.print("[red]DISCORD_TOKEN is not set: put the bot token in .env (see .env.example).[/red]")
@@ -34,16 +34,22 @@ async def run_bot(settings: Settings, console: Console) -> int:
     logging.getLogger("discord").addHandler(discord_log)
     try:
         async with serve_observability(settings, metrics, ready):
-            return await _run(settings, console, token, metrics, apps)
+            return await _run(settings, console, token, metrics, apps, render)
     finally:
         logging.getLogger("discord").removeHandler(discord_log)
 
 
 async def _run(
-    settings: Settings, console: Console, token: str, metrics: Metrics, apps: list[ImagineApp]
+    settings: Settings, console: Console, token: str, metrics: Metrics, apps: list[ImagineApp], render: bool
 ) -> int:
-    with console.status("Loading the model…"):
-        app = await ImagineApp.start(settings, backend=metrics.instrument(make_backend(settings)))
+    with console.status("Loading the model…" if render else "Opening the shared queue…"):
+        try:
+            app = await ImagineApp.start(
+                settings, backend=metrics.instrument(make_backend(settings)), render=render
+            )
+        except SettingsError as error:
+            console.print(f"[red]{error}[/red]")
+            return 2
     apps.append(app)
     metrics.watch(app.scheduler, worker_up=lambda: scheduler_worker_up(app.scheduler))
     bot = ImagineBot(app, guild_id=settings.discord_guild_id)

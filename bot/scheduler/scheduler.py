@@ -165,7 +165,10 @@ class GpuScheduler:
 
     @property
     def is_running(self) -> bool:
-        """The model is loaded and the loop takes batches (for liveness probes)."""
+        """The model is loaded and the loop takes batches (for liveness probes); a process that only
+        watches a shared queue is running while it keeps watching."""
+        if self._shared is not None and not self._shared.render:
+            return bool(self._helpers) and not any(task.done() for task in self._helpers)
         return (
             self.load_error is None
             and self._ready.is_set()
