@@ -84,6 +84,10 @@ class FairBatchPolicy:
         self._where: dict[int, int] = {}  # job id -> member id
         self._turn = 0
         self._key_caps: dict[BatchKey, int] = {}  # learned from out-of-memory errors
+        # Bumped by every change, so plan() (quadratic in the queue) is computed once per change, however
+        # many members ask for their place in the meantime.
+        self.version = 0
+        self._plan: tuple[int, tuple[Batch, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self._where)
@@ -94,11 +98,16 @@ class FairBatchPolicy:
     def job_ids(self) -> set[int]:
         return set(self._where)
 
+    def compatible(self, key: BatchKey) -> list[QueueEntry]:
+        """Queued jobs that could share a batch with `key`, in the order they would run."""
+        return [entry for batch in self.plan() if batch.key == key for entry in batch.entries]
+
     def add(self, entry: QueueEntry) -> None:
         if entry.job_id in self._where:
             raise ValueError(f"job {entry.job_id} is already queued")
         self._members.setdefault(entry.user_id, _Member()).queue.append(entry)
         self._where[entry.job_id] = entry.user_id
+        self.version += 1
 
     def put_back(self, entries: Iterable[QueueEntry]) -> None:
         """Return jobs to the front of their members' queues (a batch that could not run)."""
@@ -107,6 +116,7 @@ class FairBatchPolicy:
                 continue
             self._members.setdefault(entry.user_id, _Member()).queue.appendleft(entry)
             self._where[entry.job_id] = entry.user_id
+            self.version += 1
 
     def remove(self, job_id: int) -> bool:
         """Take a queued job out (cancelled); False when it is not queued here."""
@@ -115,11 +125,13 @@ class FairBatchPolicy:
             return False
         member = self._members[user_id]
         member.queue = deque(entry for entry in member.queue if entry.job_id != job_id)
+        self.version += 1
         return True
 
     def limit_key(self, key: BatchKey, images: int) -> None:
         """Serve `key` in batches of at most `images` from now on (the GPU ran out of memory above it)."""
         self._key_caps[key] = max(1, min(images, self._key_caps.get(key, images)))
+        self.version += 1
 
     def budget(self, key: BatchKey) -> int:
         return min(self.config.max_images, self._key_caps.get(key, self.config.max_images))
@@ -135,8 +147,13 @@ class FairBatchPolicy:
         self._commit(batch)
         return batch
 
-    def plan(self) -> list[Batch]:
+    def plan(self) -> tuple[Batch, ...]:
         """The batches that would run, in order, if no more jobs arrived: for queue positions and ETAs."""
+        if self._plan is None or self._plan[0] != self.version:
+            self._plan = (self.version, tuple(self._simulate()))
+        return self._plan[1]
+
+    def _simulate(self) -> list[Batch]:
         members = {uid: _Member(deque(m.queue), m.last_turn) for uid, m in self._members.items()}
         turn = self._turn
         batches: list[Batch] = []
@@ -174,6 +191,7 @@ class FairBatchPolicy:
 
     def _commit(self, batch: Batch) -> None:
         self._turn += 1
+        self.version += 1
         for entry in batch.entries:
             self.remove(entry.job_id)
             self._members[entry.user_id].last_turn = self._turn

@@ -98,6 +98,7 @@ class GpuScheduler:
         self._helpers: list[asyncio.Task[None]] = []  # shared queue: refresh and heartbeat
         self._elsewhere: set[int] = set()  # jobs known here that another process is running
         self._mine: set[int] = set()  # jobs this process claimed and has not finished
+        self._places_cache: tuple[int, dict[int, tuple[int, float]]] | None = None
         self._announced = asyncio.Event()  # the store announced a new job (PostgreSQL NOTIFY)
         self.load_error: BaseException | None = None
 
@@ -224,16 +225,23 @@ class GpuScheduler:
             remaining = max(0.0, running.estimate - (now - running.started))
             if job_id in running.batch.job_ids:
                 return QueueInfo(job_id, JobState.RUNNING, 0, remaining)
-        if job_id not in self._policy:
+        place = self._places().get(job_id)
+        if place is None:
             return None
-        ahead = 0
-        eta = remaining
-        for batch in self._policy.plan():
-            eta += self._estimator.estimate(batch.key, batch.images)
-            if job_id in batch.job_ids:
-                return QueueInfo(job_id, JobState.QUEUED, ahead + batch.job_ids.index(job_id) + 1, eta)
-            ahead += len(batch.entries)
-        return None
+        position, seconds_after_running = place
+        return QueueInfo(job_id, JobState.QUEUED, position, remaining + seconds_after_running)
+
+    def _places(self) -> dict[int, tuple[int, float]]:
+        """Each queued job's position and its seconds from the end of the running batch, per queue version."""
+        if self._places_cache is None or self._places_cache[0] != self._policy.version:
+            places: dict[int, tuple[int, float]] = {}
+            eta = 0.0
+            for batch in self._policy.plan():
+                eta += self._estimator.estimate(batch.key, batch.images)
+                for job_id in batch.job_ids:
+                    places[job_id] = (len(places) + 1, eta)
+            self._places_cache = (self._policy.version, places)
+        return self._places_cache[1]
 
     @property
     def queued_count(self) -> int:
@@ -278,10 +286,10 @@ class GpuScheduler:
                 await self._run_batch(decision)
 
     async def _run_batch(self, batch: Batch) -> None:
-        # Jobs cancelled meanwhile (or, sharing the queue, claimed by another worker) are left out.
-        lease = self._shared.lease if self._shared is not None else None
-        jobs = await self._store.start_jobs(batch.job_ids, lease=lease)
-        self._elsewhere.update(set(batch.job_ids) - {job.id for job in jobs})
+        if self._shared is None:
+            jobs = await self._store.start_jobs(batch.job_ids)  # jobs cancelled meanwhile are left out
+        else:
+            batch, jobs = await self._claim(batch, self._shared)
         self._mine.update(job.id for job in jobs)
         if not jobs:
             return
@@ -326,6 +334,23 @@ class GpuScheduler:
         saving = asyncio.create_task(self._complete(jobs, tasks, images), name="store-batch")
         self._saving.add(saving)
         saving.add_done_callback(self._saving.discard)
+
+    async def _claim(self, batch: Batch, shared: SharedQueue) -> tuple[Batch, list[Job]]:
+        """Claim the batch, or as much of it as other workers left, topped up with the next compatible jobs.
+
+        Workers whose copies of the queue agree choose the same batch; offering the store the compatible
+        jobs that follow lets each take a share in the same round trip instead of coming back empty.
+        """
+        entries = {entry.job_id: entry for entry in batch.entries}
+        spares = [entry for entry in self._policy.compatible(batch.key) if entry.job_id not in entries]
+        entries.update((entry.job_id, entry) for entry in spares)
+        jobs = await self._store.start_jobs(list(entries), lease=shared.lease, limit=len(batch.entries))
+        claimed = {job.id for job in jobs}
+        for entry in spares:
+            if entry.job_id in claimed:
+                self._policy.remove(entry.job_id)
+        self._elsewhere.update(set(batch.job_ids) - claimed)  # taken by another worker, or cancelled
+        return Batch(batch.key, tuple(entries[job.id] for job in jobs)), jobs
 
     async def _tasks_for(self, job: Job) -> list[ImageTask]:
         spec = job.spec

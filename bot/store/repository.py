@@ -249,14 +249,17 @@ class JobStore:
         """QUEUED -> RUNNING for these jobs; the ids that moved, in the order given (see start_jobs)."""
         return [job.id for job in await self.start_jobs(job_ids)]
 
-    async def start_jobs(self, job_ids: Sequence[int], *, lease: Lease | None = None) -> list[Job]:
+    async def start_jobs(
+        self, job_ids: Sequence[int], *, lease: Lease | None = None, limit: int | None = None
+    ) -> list[Job]:
         """QUEUED -> RUNNING for these jobs, atomically; returns the jobs that moved, in the order given.
 
         A job that ended meanwhile (cancelled, or failed) is skipped. Without a lease (one process owns the
         queue) a job already RUNNING was handed out twice: InvalidTransition; an unknown id: JobNotFound.
         With a lease (workers share the queue) the jobs are claimed for `lease.owner` until the lease
         expires; jobs another worker holds or is claiming right now are skipped (FOR UPDATE SKIP LOCKED on
-        PostgreSQL; SQLite has a single writer anyway).
+        PostgreSQL; SQLite has a single writer anyway), and at most `limit` of those still free are taken,
+        in the order given: workers that chose the same jobs share them out in one round trip.
         """
         wanted = list(dict.fromkeys(job_ids))
         if not wanted:
@@ -278,7 +281,8 @@ class JobStore:
                     .where(JobRow.id.in_(wanted), JobRow.state == JobState.QUEUED.value)
                     .with_for_update(skip_locked=True)
                 )
-                claimable = list(locked.all())
+                free = set(locked.all())
+                claimable = [job_id for job_id in wanted if job_id in free][:limit]
             rows = await session.scalars(
                 update(JobRow)
                 .where(JobRow.id.in_(claimable), JobRow.state == JobState.QUEUED.value)

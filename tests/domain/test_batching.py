@@ -190,3 +190,17 @@ def test_member_served_while_alone_still_yields_to_a_newcomer() -> None:
     policy.add(a2)
     policy.add(b1)
     assert run(policy).entries == (b1,)
+
+
+def test_plan_is_computed_once_per_change() -> None:
+    """Asking for places again without a change reuses the plan; any change makes a new one."""
+    policy = FairBatchPolicy(BatchingConfig(max_images=4, max_wait=0))
+    policy.add(entry(1))
+    first = policy.plan()
+    assert policy.plan() is first
+    policy.add(entry(2))
+    second = policy.plan()
+    assert second is not first
+    assert len(second) == 2
+    run(policy)
+    assert len(policy.plan()) == 1
