@@ -175,18 +175,26 @@ class FairBatchPolicy:
             return None
         head = members[order[0]].queue[0]
         budget = self.budget(head.key)
-        compatible = {uid: [e for e in members[uid].queue if e.key == head.key] for uid in order}
+        # Each member's compatible jobs, read lazily: a batch needs only a few, the queue may hold thousands.
+        streams = {uid: (e for e in members[uid].queue if e.key == head.key) for uid in order}
+        next(streams[order[0]])  # the head: its member's job for the first pass
         chosen = [head]
         spent = head.images
         # One job per member per pass, in turn order, so every member's next job comes before anyone's second.
-        for pass_index in range(max(len(jobs) for jobs in compatible.values())):
-            for uid in order:
-                jobs = compatible[uid]
-                if pass_index >= len(jobs) or jobs[pass_index] is head:
+        first_pass = True
+        while spent < budget and streams:
+            for uid in list(streams):
+                if first_pass and uid == order[0]:
                     continue
-                if spent + jobs[pass_index].images <= budget:
-                    chosen.append(jobs[pass_index])
-                    spent += jobs[pass_index].images
+                job = next(streams[uid], None)
+                if job is None:
+                    del streams[uid]
+                elif spent + job.images <= budget:
+                    chosen.append(job)
+                    spent += job.images
+                if spent >= budget:
+                    break
+            first_pass = False
         return Batch(key=head.key, entries=tuple(chosen))
 
     def _commit(self, batch: Batch) -> None:
