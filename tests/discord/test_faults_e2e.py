@@ -203,3 +203,31 @@ async def test_forged_press_with_a_job_id_beyond_the_database_integer(harness: H
             reply = await answer_of(await forge(harness, mine, custom_id, harness.alice))
             assert f"I can't find job #{huge}" in reply, (custom_id, reply)
     assert not harness.fake.limit_violations
+
+
+async def test_results_waiting_when_the_bot_stopped_are_posted_once_after_restart(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot stops after a job is stored but before its result is posted: the next start posts it, once."""
+    from bot.discord_app.delivery import DeliveryManager
+
+    async def lost(self: DeliveryManager, job_id: int) -> None:
+        return None  # the process "died" before delivering
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DeliveryManager, "deliver", lost)
+        async with harness.running():
+            handle = await harness.slash(harness.alice, "imagine", {"prompt": "a patient fox"})
+            await handle.wait_response()
+            assert harness.app is not None
+            [job] = await harness.app.store.list_jobs()
+            await asyncio.wait_for(harness.app.scheduler.wait_finished(job.id), 30)
+            assert handle.original is not None
+            assert handle.original.attachments == []
+    async with harness.running():
+        message = await harness.result_of(handle)
+        await asyncio.sleep(0.5)
+        posted = [m for m in harness.fake.messages(harness.channel) if m.attachments]
+        posted += [m for m in harness.fake.dm_messages(harness.alice) if m.attachments]
+        assert [m.id for m in posted] == [message.id]
+    assert not harness.fake.limit_violations
