@@ -33,6 +33,7 @@ Listener = Callable[[JobUpdate], None]
 
 MAX_STORING_BATCHES = 2  # rendered batches that may be storing while the next one renders
 STOP_GRACE = 10.0  # seconds stop() waits for rendered results to be stored
+STORE_RETRY_SECONDS = 1.0  # pause after the store failed, before the loop tries again
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class GpuScheduler:
         self._elsewhere: set[int] = set()  # jobs known here that another process is running
         self._mine: set[int] = set()  # jobs this process claimed and has not finished
         self._places_cache: tuple[int, dict[int, tuple[int, float]]] | None = None
+        self._in_hand: Batch | None = None  # the batch claimed for the current render
+        # Claimed jobs a store failure left RUNNING: queued again as soon as the store answers.
+        self._orphans: dict[int, QueueEntry] = {}
         self._announced = asyncio.Event()  # the store announced a new job (PostgreSQL NOTIFY)
         self.load_error: BaseException | None = None
 
@@ -274,6 +278,9 @@ class GpuScheduler:
         self._ready.set()
         while True:
             self._wake.clear()
+            if self._orphans and not await self._requeue_orphans():
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+                continue
             decision = self._policy.schedule(self._clock.monotonic())
             if decision is None:
                 await self._wake.wait()
@@ -283,13 +290,45 @@ class GpuScheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
             else:
-                await self._run_batch(decision)
+                try:
+                    await self._run_batch(decision)
+                except Exception:
+                    # The store failed (a database restart, say): nothing is lost, the loop goes on.
+                    log.exception("the store failed around a batch; its jobs will be queued again")
+                    self._set_aside(self._in_hand or decision)
+                    await asyncio.sleep(STORE_RETRY_SECONDS)
+                finally:
+                    self._in_hand = None
+
+    def _set_aside(self, batch: Batch) -> None:
+        """After a store failure: unclaimed jobs go back to the queue now, claimed ones once the store
+        answers again."""
+        for entry in batch.entries:
+            if entry.job_id in self._mine:
+                self._orphans[entry.job_id] = entry
+            elif entry.job_id not in self._policy:
+                self._policy.put_back([entry])
+        self._wake.set()
+
+    async def _requeue_orphans(self) -> bool:
+        try:
+            moved = set(
+                await self._store.requeue_jobs(list(self._orphans), "The store failed; trying again.")
+            )
+        except Exception:
+            log.warning("the store still fails; will try again", exc_info=True)
+            return False
+        self._policy.put_back(entry for job_id, entry in self._orphans.items() if job_id in moved)
+        self._mine.difference_update(self._orphans)
+        self._orphans.clear()
+        return True
 
     async def _run_batch(self, batch: Batch) -> None:
         if self._shared is None:
             jobs = await self._store.start_jobs(batch.job_ids)  # jobs cancelled meanwhile are left out
         else:
             batch, jobs = await self._claim(batch, self._shared)
+        self._in_hand = batch
         self._mine.update(job.id for job in jobs)
         if not jobs:
             return

@@ -418,24 +418,27 @@ class JobStore:
         """QUEUED or RUNNING -> CANCELLED; a job that already ended is returned unchanged."""
         return await self._finish(job_id, JobState.CANCELLED)
 
-    async def requeue_jobs(self, job_ids: Sequence[int], reason: str) -> None:
-        """RUNNING -> QUEUED (a batch split after running out of memory, or abandoned); attempts are kept.
+    async def requeue_jobs(self, job_ids: Sequence[int], reason: str) -> list[int]:
+        """RUNNING -> QUEUED (a batch that could not go on); attempts are kept, any lease is dropped.
 
-        `reason` is kept in the job's error field for the record. Jobs that ended meanwhile are skipped.
+        `reason` is kept in the job's error field for the record. Jobs that ended meanwhile are skipped;
+        returns the ids that went back, in the order given.
         """
         wanted = list(dict.fromkeys(job_ids))
         if not wanted:
-            return
+            return []
         async with self.writing() as session:
             result = await session.execute(
                 update(JobRow)
                 .where(JobRow.id.in_(wanted), JobRow.state == JobState.RUNNING.value)
-                .values(state=JobState.QUEUED.value, error=reason)
+                .values(state=JobState.QUEUED.value, error=reason, lease_owner=None, lease_expires_at=None)
                 .returning(JobRow.id)
                 .execution_options(synchronize_session=False)
             )
             moved = set(result.scalars().all())
             await self._check_skipped(session, [i for i in wanted if i not in moved], JobState.QUEUED)
+            await self._announce(session)
+        return [job_id for job_id in wanted if job_id in moved]
 
     async def recover_interrupted(self, max_attempts: int, *, leases_only: bool = False) -> RecoveryReport:
         """Jobs left RUNNING by a process that died: queue them again, or give up on them.

@@ -290,3 +290,53 @@ async def test_stop_lets_rendered_results_be_stored(
     await scheduler.stop()
     assert (await store.get_job(job.id)).state is JobState.SUCCEEDED
     assert len(await store.job_images(job.id)) == 4
+
+
+async def test_the_loop_survives_a_store_outage(
+    store: JobStore, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails twice when a batch starts (a database restart): the job waits, then runs."""
+    monkeypatch.setattr("bot.scheduler.scheduler.STORE_RETRY_SECONDS", 0.01)
+    start_jobs = store.start_jobs
+    failures = 2
+
+    async def flaky_start(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError("the database is restarting")
+        return await start_jobs(*args, **kwargs)
+
+    monkeypatch.setattr(store, "start_jobs", flaky_start)
+    scheduler = await started(store, backend)
+    try:
+        job = await finished(scheduler, await submit(store, scheduler, spec()))
+        assert job.state is JobState.SUCCEEDED
+        assert failures == 0
+        assert scheduler.is_running
+    finally:
+        await scheduler.stop()
+
+
+async def test_claimed_jobs_go_back_to_the_queue_after_a_store_outage(
+    store: JobStore, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store failure after the batch was claimed: the job is queued again once the store answers."""
+    monkeypatch.setattr("bot.scheduler.scheduler.STORE_RETRY_SECONDS", 0.01)
+    backend.fail_with = RuntimeError("the GPU hiccuped")
+    fail_job = store.fail_job
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        backend.fail_with = None  # the next try renders fine
+        raise ConnectionError("the database is restarting")
+
+    monkeypatch.setattr(store, "fail_job", unreachable)
+    scheduler = await started(store, backend)
+    try:
+        job = await finished(scheduler, await submit(store, scheduler, spec()))
+        assert job.state is JobState.SUCCEEDED
+        assert job.attempts == 2
+        assert len(backend.batches) == 2
+    finally:
+        monkeypatch.setattr(store, "fail_job", fail_job)
+        await scheduler.stop()
