@@ -140,17 +140,26 @@ class GpuScheduler:
     async def stop(self) -> None:
         """Stop taking batches; results already rendered are stored first (for STOP_GRACE seconds at most).
 
-        A batch still rendering is abandoned in the store as RUNNING and re-run at the next start.
+        A batch still rendering goes back to the queue at once, for this process's next start or for
+        another worker (should that fail too, the next start or a lapsed lease takes it back).
         """
         for helper in self._helpers:
             helper.cancel()
         await asyncio.gather(*self._helpers, return_exceptions=True)
         self._helpers = []
         if self._task is not None:
+            abandoned = self._in_hand
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            if abandoned is not None:
+                ids = [job_id for job_id in abandoned.job_ids if job_id in self._mine]
+                reason = "The bot stopped while making this image; trying again."
+                try:
+                    await self._store.requeue_jobs(ids, reason)
+                except Exception:
+                    log.warning("could not queue the interrupted batch again", exc_info=True)
         if self._saving:
             _, late = await asyncio.wait(self._saving, timeout=STOP_GRACE)
             for task in late:

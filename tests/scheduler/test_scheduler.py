@@ -340,3 +340,23 @@ async def test_claimed_jobs_go_back_to_the_queue_after_a_store_outage(
     finally:
         monkeypatch.setattr(store, "fail_job", fail_job)
         await scheduler.stop()
+
+
+async def test_stop_puts_a_batch_that_is_still_rendering_back_in_the_queue(
+    store: JobStore, backend: FakeBackend
+) -> None:
+    """Stopping mid-render leaves the job QUEUED (not RUNNING), so the next start or worker takes it."""
+    backend.gate = threading.Event()
+    scheduler = await started(store, backend)
+    job = await submit(store, scheduler, spec())
+    await backend.until_rendering()
+    await scheduler.stop()
+    backend.gate.set()
+    stopped = await store.get_job(job.id)
+    assert (stopped.state, stopped.attempts) == (JobState.QUEUED, 1)
+    again = GpuScheduler(store, FakeBackend(), BatchingConfig(), SystemClock())
+    await again.start()
+    try:
+        assert (await finished(again, job)).state is JobState.SUCCEEDED
+    finally:
+        await again.stop()
