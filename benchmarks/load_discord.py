@@ -32,7 +32,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -47,6 +49,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._common import machine_line, percentile
+from benchmarks.workers import ROOT, drop_database, fresh_database
 from bot.app import ImagineApp
 from bot.discord_app.client import ImagineBot
 from bot.domain.errors import GenerationInterrupted
@@ -190,11 +193,14 @@ async def run_load(args: argparse.Namespace, logs: LogCounter) -> Result:
     watcher = Watcher(fake, args.jobs)
     watcher.install()
     backend = SleepBackend(args.batch_ms)
+    shared_url = await fresh_database(args.url) if args.workers else None
+    workers: list[asyncio.subprocess.Process] = []
     with tempfile.TemporaryDirectory(prefix="bench-load-", dir=args.dir) as tmp:
         settings = Settings(
             _env_file=None,
             discord_token=fake.token,
-            database_url=f"sqlite+aiosqlite:///{tmp}/bot.db",
+            database_url=shared_url or f"sqlite+aiosqlite:///{tmp}/bot.db",
+            queue_poll_seconds=0.2,
             image_dir=Path(tmp) / "images",
             model="sleep-backend",
             device="cpu",
@@ -205,7 +211,21 @@ async def run_load(args: argparse.Namespace, logs: LogCounter) -> Result:
             daily_quota=None,
             metrics_port=0,
         )
-        app = await ImagineApp.start(settings, backend=backend)
+        # With workers the bot only queues and delivers (`run --no-worker`); they render on the shared queue.
+        app = await ImagineApp.start(settings, backend=backend, render=not args.workers)
+        images = str(Path(tmp) / "images")
+        for index in range(args.workers):
+            command = ["-m", "benchmarks.worker_child", str(shared_url), images, f"worker-{index}"]
+            workers.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    *command,
+                    str(args.batch_ms),
+                    cwd=ROOT,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                )
+            )
         bot = ImagineBot(app, guild_id=guild)  # edit_interval: the production default (2 s)
         handles: list[tuple[InteractionHandle, float]] = []
         try:
@@ -217,8 +237,13 @@ async def run_load(args: argparse.Namespace, logs: LogCounter) -> Result:
                     await asyncio.wait_for(watcher.all_done.wait(), args.timeout)
                 await asyncio.sleep(args.settle)  # late duplicates would show up here
         finally:
+            for worker in workers:
+                worker.kill()
+                await worker.wait()
             await app.close()
             await fake.stop()
+            if shared_url is not None:
+                await drop_database(args.url, shared_url)
     return summarise(fake, watcher, backend, handles, started, channel, members, args, logs)
 
 
@@ -325,9 +350,8 @@ def summarise(
 
 def result_table(result: Result, args: argparse.Namespace) -> Table:
     pacing = f"{args.rate:g} commands/s" if args.rate else f"≤ {args.concurrency} commands in flight"
-    table = Table(
-        title=f"/imagine via the fake Discord: SQLite, 1 process, {args.batch_ms:g} ms/batch, {pacing}"
-    )
+    deployment = f"PostgreSQL, bot + {args.workers} workers" if args.workers else "SQLite, 1 process"
+    table = Table(title=f"/imagine via the fake Discord: {deployment}, {args.batch_ms:g} ms/batch, {pacing}")
     columns = ("jobs", "members", "jobs/s", "p50 s", "p99 s", "fairness (max / min at half)", "lost")
     for column in (*columns, "duplicates", "429s"):
         table.add_column(column, justify="right")
@@ -361,6 +385,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="give up on results after (300 s)")
     parser.add_argument("--settle", type=float, default=3.0, help="wait after the last result (3 s)")
     parser.add_argument("--dir", default=None, help="where the database and images go (the temp dir)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="worker processes on PostgreSQL (default 0: SQLite, 1 process)"
+    )
+    parser.add_argument(
+        "--url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test", help="PostgreSQL server"
+    )
     return parser.parse_args()
 
 
@@ -374,12 +404,15 @@ def main() -> None:
     console.print(f"[bold]load_discord[/] · {machine_line()}")
     result = asyncio.run(run_load(args, logs))
     console.print(result_table(result, args))
+    backend = (
+        "backend: in the worker processes"
+        if args.workers
+        else f"backend: {result.batches} batches, {result.images} images "
+        f"({result.images / max(result.batches, 1):.1f} per batch)"
+    )
     console.print(
-        f"backend: {result.batches} batches, {result.images} images "
-        f"({result.images / max(result.batches, 1):.1f} per batch); "
-        f"per-member mean latency max / min: {result.member_latency[0]:.2f} / "
-        f"{result.member_latency[1]:.2f} s; "
-        f"commands not accepted: {result.refused}"
+        f"{backend}; per-member mean latency max / min: {result.member_latency[0]:.2f} / "
+        f"{result.member_latency[1]:.2f} s; commands not accepted: {result.refused}"
     )
     total = sum(result.requests.values())
     top = ", ".join(f"{route} {count}" for route, count in result.requests.most_common(3))

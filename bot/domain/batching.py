@@ -118,13 +118,21 @@ class FairBatchPolicy:
             self._where[entry.job_id] = entry.user_id
             self.version += 1
 
-    def remove(self, job_id: int) -> bool:
-        """Take a queued job out (cancelled); False when it is not queued here."""
+    def remove(self, job_id: int, *, served: bool = False) -> bool:
+        """Take a queued job out; False when it is not queued here.
+
+        `served`: it runs elsewhere (another worker took it from a shared queue), so its member's turn
+        counts as used here too; without that, each worker would keep its own turns and favour members
+        whom the other workers are serving.
+        """
         user_id = self._where.pop(job_id, None)
         if user_id is None:
             return False
         member = self._members[user_id]
         member.queue = deque(entry for entry in member.queue if entry.job_id != job_id)
+        if served:
+            self._turn += 1
+            member.last_turn = self._turn
         self.version += 1
         return True
 

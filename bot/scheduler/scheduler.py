@@ -396,7 +396,7 @@ class GpuScheduler:
         claimed = {job.id for job in jobs}
         for entry in spares:
             if entry.job_id in claimed:
-                self._policy.remove(entry.job_id)
+                self._policy.remove(entry.job_id, served=True)
         self._elsewhere.update(set(batch.job_ids) - claimed)  # taken by another worker, or cancelled
         return Batch(batch.key, tuple(entries[job.id] for job in jobs)), jobs
 
@@ -523,7 +523,7 @@ class GpuScheduler:
                 self._enqueue(job)
                 self._elsewhere.discard(job.id)
         for job_id in self._policy.job_ids() - queued.keys():
-            self._policy.remove(job_id)  # claimed by another worker, or cancelled
+            self._policy.remove(job_id, served=True)  # claimed by another worker (or cancelled)
             self._elsewhere.add(job_id)
         for job in await self._store.get_jobs(sorted(self._elsewhere)):
             if job.state.is_final:

@@ -204,3 +204,14 @@ def test_plan_is_computed_once_per_change() -> None:
     assert len(second) == 2
     run(policy)
     assert len(policy.plan()) == 1
+
+
+def test_a_job_served_elsewhere_uses_its_members_turn() -> None:
+    """When another worker took member 1's job, member 2 goes before member 1's next one here."""
+    policy = FairBatchPolicy(BatchingConfig(max_images=4, max_wait=0))
+    a1, a2, b1 = entry(1, at=0), entry(1, at=1), entry(2, at=2)
+    for job in (a1, a2, b1):
+        policy.add(job)
+    policy.remove(a1.job_id, served=True)
+    assert run(policy).entries == (b1,)
+    assert run(policy).entries == (a2,)
