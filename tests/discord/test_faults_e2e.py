@@ -231,3 +231,33 @@ async def test_results_waiting_when_the_bot_stopped_are_posted_once_after_restar
         posted += [m for m in harness.fake.dm_messages(harness.alice) if m.attachments]
         assert [m.id for m in posted] == [message.id]
     assert not harness.fake.limit_violations
+
+
+async def test_rate_limits_on_the_other_routes_the_bot_uses(harness: Harness) -> None:
+    """429s on command sync, on the first answer to /imagine and on opening a DM are waited out: the grid
+    arrives in the DM once, and every route was retried rather than given up."""
+    harness.fake.inject_429("PUT /applications/{application_id}/guilds/{guild_id}/commands", times=1)
+    harness.fake.inject_429("POST /interactions/{interaction_id}/{token}/callback", times=1)
+    harness.fake.inject_429("POST /users/@me/channels", times=1)
+    with gated(harness) as backend:
+        await _rate_limited_imagine(harness, backend)
+    assert sum(e.status == 429 for e in harness.fake.errors) == 3
+    assert not harness.fake.limit_violations
+
+
+async def _rate_limited_imagine(harness: Harness, backend: Any) -> None:
+    async with harness.running():
+        handle = await harness.slash(harness.alice, "imagine", {"prompt": "a fox behind rate limits"})
+        await harness.fake.wait_for_message(
+            lambda m: m.id == handle.original_message_id and bool(m.embeds), 10
+        )
+        assert handle.acknowledged
+        await backend.until_held()
+        harness.fake.expire_tokens()
+        harness.fake.forbid_channel(harness.channel)
+        backend.gate.set()
+        dm = await harness.fake.wait_for_message(
+            lambda m: bool(m.attachments) and m in harness.fake.dm_messages(harness.alice), 30
+        )
+        await asyncio.sleep(0.5)
+        assert [m.id for m in results(harness)] == [dm.id]
