@@ -10,10 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
 
 from bot.domain.clock import Clock
-from bot.domain.errors import ImagineError, InvalidRequest, NotAllowed
+from bot.domain.errors import InvalidRequest, NotAllowed
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.limits import (
     RateLimiter,
@@ -220,15 +219,20 @@ class ImagineService:
             strength=strength,
         )
         admission = None
+        took_token = False
+
+        def admit(facts: AdmissionFacts) -> None:
+            nonlocal took_token
+            self._admit(requester, params, facts)
+            took_token = True  # the rate-limit token is taken last, once every check has passed
+
         if requester.user_id != LOCAL_USER_ID:  # the operator at the command line has no limits
-            since = quota_day_start(self._clock.now())
-            admission = Admission(since, partial(self._admit, requester, params))
+            admission = Admission(quota_day_start(self._clock.now()), admit)
         try:
             job = await self.store.create_job(spec, admit=admission)
-        except ImagineError:
-            raise  # refused by a check: the rate-limit token, taken last, was not taken
         except Exception:
-            if admission is not None:
+            # The checks passed but no job was stored (a lost database, say): give the token back.
+            if took_token:
                 self._rate.refund(requester.guild_id, requester.user_id)
             raise
         self.scheduler.submit(job)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import pg_url  # noqa: F401  (a fixture)
+from tests.postgres import pg_url, private_postgres  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,11 @@ with `migrate(url)`: it runs inside the bot's event loop by handing Alembic a co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +35,53 @@ MIGRATIONS_DIR = Path(bot.__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # Execution option for units of work that only read: on SQLite they start with a plain (deferred) BEGIN.
 READ_ONLY = "imagine_read_only"
+# How long a PostgreSQL connection attempt waits for a server that is down or restarting before it fails.
+RECONNECT_PATIENCE_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """The engine the store uses: SQLite in WAL mode with foreign keys on, or PostgreSQL with pre-ping."""
+    """The engine the store uses: SQLite in WAL mode with foreign keys on, or PostgreSQL with pre-ping.
+
+    On PostgreSQL a restart of the server must not fail the bot's operations: pre-ping replaces the pool's
+    dead connections, and a new connection waits up to RECONNECT_PATIENCE_SECONDS for the server to accept
+    it (`_patient_connect`). Work that was inside a transaction when the server went away still fails, as
+    DatabaseUnreachable from the store; its callers retry (the scheduler) or tell the member to try again.
+    """
+    if _parse_url(url).get_backend_name() == "postgresql":
+        return _create_engine(
+            url,
+            sqlite_foreign_keys=True,
+            connect_args={"async_creator_fn": _patient_connect(RECONNECT_PATIENCE_SECONDS)},
+        )
     return _create_engine(url, sqlite_foreign_keys=True)
+
+
+def _patient_connect(patience: float) -> Callable[..., Awaitable[Any]]:
+    """asyncpg.connect that retries, with backoff, while the server refuses connections or is starting
+    up or shutting down. Nothing was sent on a connection that never opened, so trying again is safe for
+    every operation. Other refusals (a wrong password, a missing database) fail at once."""
+    import asyncpg
+
+    transient = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + patience
+        delay = 0.1
+        while True:
+            try:
+                return await asyncpg.connect(*args, **kwargs)
+            except transient as error:
+                if time.monotonic() + delay > deadline:
+                    raise
+                # One warning per connection that has to wait; the retries themselves at debug level.
+                level = logging.WARNING if delay == 0.1 else logging.DEBUG
+                log.log(level, "PostgreSQL is not accepting connections (%s); trying again", _reason(error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    return connect
 
 
 def create_migration_engine(url: str) -> AsyncEngine:
@@ -195,6 +241,27 @@ async def _run_alembic(url: str, action: Callable[[Config], None]) -> None:
         raise StoreUnavailable(f"Can't migrate the database {describe_url(url)}: {error}") from error
     finally:
         await engine.dispose()
+
+
+def lost_connection(error: BaseException) -> bool:
+    """Whether `error` means the database connection was lost or could not be opened (a restart, a network
+    failure, SQLite locked past its busy timeout), rather than a problem with the statement or the data."""
+    import asyncpg
+
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(
+            cause, ConnectionError | asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError
+        ):
+            return True
+        if isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _reason(error: BaseException) -> str:

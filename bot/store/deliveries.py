@@ -58,7 +58,7 @@ class DeliveryStore:
             return _delivery(row)
 
     async def get(self, job_id: int) -> Delivery | None:
-        async with self._store.read_sessions.begin() as session:
+        async with self._store.reading() as session:
             row = await session.get(DeliveryRow, job_id)
             return None if row is None else _delivery(row)
 
@@ -77,7 +77,7 @@ class DeliveryStore:
             .where(DeliveryRow.delivered_at.is_(None), JobRow.state.in_([state.value for state in states]))
             .order_by(DeliveryRow.job_id)
         )
-        async with self._store.read_sessions.begin() as session:
+        async with self._store.reading() as session:
             return [_delivery(row) for row in (await session.scalars(query)).all()]
 
     async def mark_attempted(self, job_id: int) -> None:
@@ -117,7 +117,7 @@ class DeliveryStore:
 
     async def message_target(self, message_id: int) -> tuple[int, int | None] | None:
         """The (job id, image index or None for a grid) a message of the bot's shows."""
-        async with self._store.read_sessions.begin() as session:
+        async with self._store.reading() as session:
             row = await session.get(PostedMessageRow, message_id)
             return None if row is None else (row.job_id, row.image_index)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,8 +41,8 @@ from bot.domain.errors import InvalidTransition, JobNotFound
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState, check_transition
 from bot.domain.moderation import normalize_word
 from bot.domain.params import GenerationParams
-from bot.store.database import READ_ONLY, create_engine, migrate
-from bot.store.errors import ImageNotFound, StoreUnavailable
+from bot.store.database import READ_ONLY, create_engine, lost_connection, migrate
+from bot.store.errors import DatabaseUnreachable, ImageNotFound, StoreUnavailable
 from bot.store.images import ImageFiles
 from bot.store.models import (
     BanRow,
@@ -68,10 +69,13 @@ from bot.store.records import (
     StoredImage,
 )
 
+log = logging.getLogger(__name__)
+
 MAX_WORD_CHARS = 100
 
 
 JOBS_CHANNEL = "imagine_jobs"  # PostgreSQL NOTIFY channel: a job is waiting
+LISTEN_RETRY_SECONDS = 0.5  # pause before opening the listening connection again after losing it
 # Ids are INTEGER columns: 32-bit on PostgreSQL. A larger id names no row (and would overflow the driver).
 MAX_ID = 2**31 - 1
 # A guild's settings and blocked words are cached this long; the store's own writes clear them at once.
@@ -135,13 +139,24 @@ class JobStore:
         (1, 2, 5, 10… ms); queueing writers of this process here instead costs nothing. Other processes
         still wait through busy_timeout. PostgreSQL writers run concurrently.
         """
-        async with self._write_turn, self._sessions.begin() as session:
-            yield session
+        try:
+            async with self._write_turn, self._sessions.begin() as session:
+                yield session
+        except Exception as error:
+            if lost_connection(error):
+                raise DatabaseUnreachable() from error
+            raise
 
-    @property
-    def read_sessions(self) -> async_sessionmaker[AsyncSession]:
-        """Units of work that only read (on SQLite they never wait for a writer)."""
-        return self._read_sessions
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that only reads (on SQLite it never waits for a writer)."""
+        try:
+            async with self._read_sessions.begin() as session:
+                yield session
+        except Exception as error:
+            if lost_connection(error):
+                raise DatabaseUnreachable() from error
+            raise
 
     async def __aenter__(self) -> JobStore:
         return self
@@ -206,7 +221,7 @@ class JobStore:
     async def get_job(self, job_id: int) -> Job:
         if not 0 < job_id <= MAX_ID:
             raise JobNotFound(job_id)  # e.g. from a forged button: no row can have it, and drivers overflow
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             row = await session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(job_id)
@@ -217,7 +232,7 @@ class JobStore:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return []
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             rows = (await session.scalars(select(JobRow).where(JobRow.id.in_(wanted)))).all()
         by_id = {row.id: _job(row) for row in rows}
         return [by_id[job_id] for job_id in wanted if job_id in by_id]
@@ -242,7 +257,7 @@ class JobStore:
         query = query.order_by(JobRow.id.desc() if newest_first else JobRow.id)
         if limit is not None:
             query = query.limit(limit)
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             return [_job(row) for row in (await session.scalars(query)).all()]
 
     async def mark_running(self, job_ids: Sequence[int]) -> list[int]:
@@ -531,7 +546,7 @@ class JobStore:
     async def get_image(self, image_id: int) -> StoredImage:
         if not 0 < image_id <= MAX_ID:
             raise ImageNotFound(image_id)
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             row = await session.get(ImageRow, image_id)
             if row is None:
                 raise ImageNotFound(image_id)
@@ -539,7 +554,7 @@ class JobStore:
 
     async def job_images(self, job_id: int) -> list[StoredImage]:
         """A job's images ordered by their position; [] for a job without images."""
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             rows = await session.scalars(
                 select(ImageRow).where(ImageRow.job_id == job_id).order_by(ImageRow.index)
             )
@@ -571,18 +586,18 @@ class JobStore:
         member's jobs outside any guild (direct messages).
         """
         _require_aware(since)
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             return int(await session.scalar(_quota_count(guild_id, user_id, since)) or 0)
 
     async def active_jobs(self, user_id: int) -> int:
         """How many of the member's jobs are queued or running, in every guild."""
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             return int(await session.scalar(_active_count(user_id)) or 0)
 
     async def admission_facts(self, guild_id: int | None, user_id: int, since: datetime) -> AdmissionFacts:
         """Everything the checks on a new job need (see create_job's `admit` to check and create at once)."""
         rules = await self.guild_rules(guild_id) if guild_id is not None else None
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             return await self._member_facts(session, guild_id, user_id, since, rules)
 
     async def guild_rules(self, guild_id: int) -> tuple[GuildSettings, list[str]]:
@@ -591,7 +606,7 @@ class JobStore:
         now = self._clock.monotonic()
         if cached is not None and now - cached[0] < GUILD_CACHE_SECONDS:
             return cached[1], cached[2]
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             row = await session.get(GuildSettingsRow, guild_id)
             settings = GuildSettings(guild_id=guild_id) if row is None else _settings(row)
             words = await self._blocked_words(session, guild_id)
@@ -641,30 +656,53 @@ class JobStore:
     @contextlib.asynccontextmanager
     async def listening(self, on_announce: Callable[[], None]) -> AsyncIterator[bool]:
         """Call `on_announce` whenever a job becomes waiting, while inside; yields False (and calls nothing)
-        where the database cannot announce it (SQLite), so callers poll."""
+        where the database cannot announce it (SQLite), so callers poll.
+
+        The listening connection is opened again whenever it is lost (a database restart), and
+        `on_announce` is called each time it opens, for the jobs that arrived while nobody listened.
+        """
         if self.engine.dialect.name != "postgresql":
             yield False
             return
+        listener = asyncio.create_task(self._listen(on_announce), name="job-announcements")
+        try:
+            yield True
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self, on_announce: Callable[[], None]) -> None:
+        while True:
+            try:
+                await self._listen_once(on_announce)
+                log.warning("lost the job announcements connection; listening again")
+            except Exception:
+                log.warning("can't listen for job announcements; trying again", exc_info=True)
+            await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    async def _listen_once(self, on_announce: Callable[[], None]) -> None:
+        """LISTEN on one connection until it is lost."""
+        lost = asyncio.Event()
+
+        def heard(*_: object) -> None:
+            on_announce()
+
         async with self.engine.connect() as connection:
             raw = await connection.get_raw_connection()
             driver: Any = raw.driver_connection  # asyncpg's connection: LISTEN needs it directly
-
-            def heard(*_: object) -> None:
-                on_announce()
-
+            driver.add_termination_listener(lambda *_: lost.set())
             await driver.add_listener(JOBS_CHANNEL, heard)
-            try:
-                yield True
-            finally:
-                with contextlib.suppress(Exception):
-                    await driver.remove_listener(JOBS_CHANNEL, heard)
+            on_announce()
+            await lost.wait()
+            await connection.invalidate()
 
     def _forget_guild_rules(self, guild_id: int) -> None:
         self._guild_cache.pop(guild_id, None)
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings:
         """The guild's settings; a guild never configured gets all defaults (None)."""
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             row = await session.get(GuildSettingsRow, guild_id)
             return GuildSettings(guild_id=guild_id) if row is None else _settings(row)
 
@@ -692,7 +730,7 @@ class JobStore:
         return _settings(row)
 
     async def get_quota_override(self, guild_id: int, user_id: int) -> QuotaOverride | None:
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             row = await session.get(QuotaOverrideRow, (guild_id, user_id))
             return None if row is None else _override(row)
 
@@ -744,13 +782,13 @@ class JobStore:
         return await self.get_ban(guild_id, user_id) is not None
 
     async def get_ban(self, guild_id: int, user_id: int) -> Ban | None:
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             row = await session.get(BanRow, (guild_id, user_id))
             return None if row is None else _ban(row)
 
     async def bans(self, guild_id: int) -> list[Ban]:
         """The guild's bans, oldest first."""
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             rows = await session.scalars(
                 select(BanRow).where(BanRow.guild_id == guild_id).order_by(BanRow.created_at, BanRow.user_id)
             )
@@ -786,7 +824,7 @@ class JobStore:
 
     async def blocked_words(self, guild_id: int) -> list[str]:
         """The guild's blocked words, case-folded, in alphabetical order."""
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             return await self._blocked_words(session, guild_id)
 
     @staticmethod
@@ -822,7 +860,7 @@ class JobStore:
 
     async def actions(self, guild_id: int, limit: int = 25) -> list[ModeratorAction]:
         """The guild's most recent moderator actions, newest first."""
-        async with self._read_sessions.begin() as session:
+        async with self.reading() as session:
             rows = await session.scalars(
                 select(ModeratorActionRow)
                 .where(ModeratorActionRow.guild_id == guild_id)
