@@ -58,6 +58,11 @@ class ModerationService:
     async def update_limits(self, moderator: Requester, changes: GuildSettingsChanges) -> GuildSettings:
         """Change some of the guild's limits (None: back to the default). Only the quota may be 0."""
         guild_id = _check(moderator)
+        if changes.get("fast_by_default") and not self._service.fast_available:
+            raise InvalidRequest(
+                "Fast mode isn't set up on this bot (its operator sets FAST_MODEL), "
+                "so it can't be the default."
+            )
         for name, value in changes.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 _non_negative(name.replace("_", " "), value)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from bot.domain.clock import Clock
 from bot.domain.errors import InvalidRequest, NotAllowed
-from bot.domain.jobs import Job, JobKind, JobSpec, JobState
+from bot.domain.jobs import Job, JobKind, JobSpec, JobState, ModelKind
 from bot.domain.limits import (
     RateLimiter,
     UserLimits,
@@ -25,7 +25,7 @@ from bot.domain.limits import (
 from bot.domain.members import LOCAL_USER_ID, Requester
 from bot.domain.moderation import find_blocked_word
 from bot.domain.params import GenerationLimits, GenerationParams, random_seed
-from bot.domain.requests import params_from_text
+from bot.domain.requests import FAST_UNAVAILABLE, request_from_text
 from bot.scheduler.events import QueueInfo
 from bot.scheduler.scheduler import GpuScheduler
 from bot.store.records import Admission, AdmissionFacts, GuildSettings, StoredImage
@@ -52,11 +52,13 @@ class ImagineService:
         generation: GenerationLimits,
         user_limits: UserLimits,
         clock: Clock,
+        fast_generation: GenerationLimits | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.scheduler = scheduler
         self.generation = generation
+        self.fast_generation = fast_generation  # None: no fast model is configured (FAST_MODEL)
         self.user_limits = user_limits
         self._clock = clock
         self._rate = RateLimiter(clock)
@@ -74,11 +76,17 @@ class ImagineService:
         seed: int | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        fast: bool | None = None,
     ) -> Job:
+        """A new grid. `fast`: True for the fast model, False for the full one, None for the server's
+        default (also what `--fast` / `--quality` in the prompt choose)."""
         guild = await self._guild(requester)
-        params = params_from_text(
+        request = request_from_text(
             text,
             limits=self.generation_limits(guild),
+            fast_limits=self.fast_limits(guild),
+            fast_by_default=guild is not None and guild.fast_by_default,
+            fast=fast,
             negative=negative,
             aspect=aspect,
             seed=seed,
@@ -86,7 +94,7 @@ class ImagineService:
             guidance=guidance,
             rng=self._rng,
         )
-        return await self._submit(requester, JobKind.GENERATE, params)
+        return await self._submit(requester, JobKind.GENERATE, request.params, model=request.model)
 
     async def reroll(self, requester: Requester, job_id: int) -> Job:
         parent = await self.store.get_job(job_id)
@@ -103,6 +111,7 @@ class ImagineService:
             parent=parent,
             source_image_id=parent.spec.source_image_id,
             strength=parent.spec.strength,
+            model=self._model_of(parent),
         )
 
     async def vary(self, requester: Requester, job_id: int, index: int) -> Job:
@@ -121,6 +130,7 @@ class ImagineService:
             parent=parent,
             source_image_id=image.id,
             strength=self.generation.variation_strength,
+            model=self._model_of(parent),
         )
 
     async def upscale(self, requester: Requester, job_id: int, index: int) -> Job:
@@ -138,6 +148,7 @@ class ImagineService:
             parent=parent,
             source_image_id=image.id,
             strength=self.generation.upscale_strength,
+            model=self._model_of(parent),
         )
 
     async def check_may_use(self, requester: Requester, job_id: int) -> Job:
@@ -183,6 +194,28 @@ class ImagineService:
             self.generation, max_steps=max_steps, default_steps=min(self.generation.default_steps, max_steps)
         )
 
+    @property
+    def fast_available(self) -> bool:
+        return self.fast_generation is not None
+
+    def fast_limits(self, guild: GuildSettings | None) -> GenerationLimits | None:
+        """The fast model's bounds (None when there is none), under the guild's step cap like the full one."""
+        fast = self.fast_generation
+        if fast is None or guild is None or guild.max_steps is None:
+            return fast
+        max_steps = min(guild.max_steps, fast.max_steps)
+        return replace(fast, max_steps=max_steps, default_steps=min(fast.default_steps, max_steps))
+
+    def _model_of(self, parent: Job) -> ModelKind:
+        """Rerolls, variations and upscales use their parent's model (its steps and guidance suit it)."""
+        if parent.spec.is_fast:
+            if not self.fast_available:
+                raise InvalidRequest(
+                    f"Job #{parent.id} was made in fast mode, which isn't set up on this bot any more."
+                )
+            return ModelKind.FAST
+        return ModelKind.DEFAULT
+
     def limits_for(self, facts: AdmissionFacts) -> UserLimits:
         """The defaults, then the guild's settings, then the member's own quota."""
         limits = self.user_limits
@@ -207,7 +240,10 @@ class ImagineService:
         parent: Job | None = None,
         source_image_id: int | None = None,
         strength: float | None = None,
+        model: ModelKind = ModelKind.DEFAULT,
     ) -> Job:
+        if model is ModelKind.FAST and not self.fast_available:
+            raise InvalidRequest(FAST_UNAVAILABLE, field="fast")
         spec = JobSpec(
             kind=kind,
             user_id=requester.user_id,
@@ -217,6 +253,7 @@ class ImagineService:
             parent_job_id=parent.id if parent else None,
             source_image_id=source_image_id,
             strength=strength,
+            model=model,
         )
         admission = None
         took_token = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +48,15 @@ class Settings(BaseSettings):
     # Speed-ups (inference/optimize.py): auto = fused QKV + channels_last; COMPILE=on adds torch.compile.
     optimize: Literal["auto", "off"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
+
+    # Fast mode (`--fast`): a few-step UNet (SDXL-Lightning, Hyper-SD) or LoRA (LCM-LoRA, Hyper-SD) on the
+    # base model; unset = no fast mode. See inference/fast.py for the forms FAST_MODEL takes.
+    fast_model: str | None = None
+    fast_scheduler: Literal["euler", "lcm", "tcd", "ddim"] = "euler"
+    fast_steps: int = Field(default=4, ge=1, le=50)
+    fast_max_steps: int = Field(default=8, ge=1, le=50)
+    fast_guidance: float = Field(default=0.0, ge=0, le=30)
+    fast_max_guidance: float = Field(default=2.0, ge=0, le=30)
 
     # Several processes sharing the queue (PostgreSQL only; see "Beyond one machine" in the README)
     worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", max_length=64)
@@ -106,6 +116,19 @@ class Settings(BaseSettings):
             default_steps=min(self.default_steps, self.max_steps),
             max_steps=self.max_steps,
             default_guidance=self.default_guidance,
+        )
+
+    def fast_generation_limits(self, native_resolution: int) -> GenerationLimits | None:
+        """The fast model's bounds, or None when FAST_MODEL is unset (fast mode off)."""
+        if not self.fast_model:
+            return None
+        full = self.generation_limits(native_resolution)
+        return replace(
+            full,
+            default_steps=min(self.fast_steps, self.fast_max_steps),
+            max_steps=self.fast_max_steps,
+            default_guidance=min(self.fast_guidance, self.fast_max_guidance),
+            max_guidance=self.fast_max_guidance,
         )
 
 

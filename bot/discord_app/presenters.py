@@ -97,7 +97,8 @@ def result_embed(job: Job, *, image_url: str, parent_url: str | None = None) -> 
     )
     embed.add_field(name="Seed", value=str(params.seed))
     embed.add_field(name="Size", value=f"{width}×{height} ({params.aspect})")
-    embed.add_field(name="Steps · guidance", value=f"{params.steps} · {params.guidance:g}")
+    fast = " (⚡ fast)" if job.spec.is_fast else ""
+    embed.add_field(name="Steps · guidance", value=f"{params.steps} · {params.guidance:g}{fast}")
     if job.started_at and job.finished_at:
         embed.add_field(name="Time", value=f"{(job.finished_at - job.started_at).total_seconds():.1f} s")
     if job.spec.parent_job_id is not None:

@@ -18,8 +18,12 @@ _ALIASES = {
     "steps": "steps",
     "guidance": "guidance",
     "cfg": "guidance",
+    "fast": "fast",
+    "quality": "quality",
 }
-FLAG_HELP = "--ar W:H, --seed N, --no words, --steps N, --guidance X (also --cfg)"
+# Flags that take no value: they switch something on.
+_SWITCHES = frozenset({"fast", "quality"})
+FLAG_HELP = "--ar W:H, --seed N, --no words, --steps N, --guidance X (also --cfg), --fast, --quality"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class ParsedPrompt:
     negative: tuple[str, ...] = field(default_factory=tuple)
     steps: int | None = None
     guidance: float | None = None
+    fast: bool | None = None  # True: --fast, False: --quality (the full model), None: the server's default
 
 
 def parse_prompt(text: str) -> ParsedPrompt:
@@ -54,9 +59,19 @@ def parse_prompt(text: str) -> ParsedPrompt:
             continue
         if canonical in values:
             raise InvalidRequest(f"`--{name}` is given twice; give it once.", field=canonical)
-        if not value:
+        if canonical in _SWITCHES:
+            if value:
+                raise InvalidRequest(
+                    f"`--{name}` takes no value; put it after the prompt, like `a cat --{canonical}`.",
+                    field=canonical,
+                )
+        elif not value:
             raise InvalidRequest(f"`--{name}` needs a value.", field=canonical)
         values[canonical] = value
+    if "fast" in values and "quality" in values:
+        raise InvalidRequest(
+            "`--fast` and `--quality` ask for different models; give one of them.", field="fast"
+        )
 
     return ParsedPrompt(
         prompt=" ".join(prompt.split()),
@@ -65,6 +80,7 @@ def parse_prompt(text: str) -> ParsedPrompt:
         negative=tuple(negatives),
         steps=_integer(values, "steps", "`--steps` takes a whole number like `--steps 30`"),
         guidance=_number(values, "guidance", "`--guidance` takes a number like `--guidance 6.5`"),
+        fast=True if "fast" in values else False if "quality" in values else None,
     )
 
 

@@ -43,6 +43,13 @@ RENDER_MODE: dict[JobKind, RenderMode] = {
 NEEDS_SOURCE_IMAGE = frozenset({JobKind.VARIATION, JobKind.UPSCALE})
 
 
+class ModelKind(enum.StrEnum):
+    """Which model renders a job. Jobs of different models never share a batch (the model is in the key)."""
+
+    DEFAULT = "default"  # the full model (MODEL): tens of steps with classifier-free guidance
+    FAST = "fast"  # the few-step model (FAST_MODEL): a handful of steps, little or no guidance
+
+
 class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -86,7 +93,7 @@ class BatchKey:
     steps: int
     guidance: float
     strength: float | None
-    model: str = "default"
+    model: str = ModelKind.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,11 @@ class JobSpec:
     parent_job_id: int | None = None
     source_image_id: int | None = None
     strength: float | None = None
-    model: str = "default"
+    model: str = ModelKind.DEFAULT
+
+    @property
+    def is_fast(self) -> bool:
+        return self.model == ModelKind.FAST
 
     @property
     def image_count(self) -> int:

@@ -3,13 +3,79 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import TypeVar
 
 from bot.domain.errors import InvalidRequest
 from bot.domain.flags import parse_prompt
+from bot.domain.jobs import ModelKind
 from bot.domain.params import GenerationLimits, GenerationParams, build_params
 
 T = TypeVar("T")
+
+FAST_UNAVAILABLE = (
+    "Fast mode isn't set up on this bot, so `--fast` can't be used here. "
+    "Leave it out and I'll use the full model."
+)
+
+
+@dataclass(frozen=True)
+class ImagineRequest:
+    """What to render, and with which model."""
+
+    params: GenerationParams
+    model: ModelKind
+
+
+def request_from_text(
+    text: str,
+    *,
+    limits: GenerationLimits,
+    fast_limits: GenerationLimits | None = None,
+    fast_by_default: bool = False,
+    fast: bool | None = None,
+    negative: str | None = None,
+    aspect: str | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    rng: random.Random | None = None,
+) -> ImagineRequest:
+    """Choose the model, then validate the params against that model's limits.
+
+    The model: `--fast` / `--quality` (or the `fast` option) if given, else the server's default.
+    `fast_limits` is None when no fast model is configured: asking for it is then refused, and a server
+    default of fast is ignored (members still get images, from the full model).
+    """
+    parsed = parse_prompt(text)
+    if fast is not None and parsed.fast is not None and fast != parsed.fast:
+        flag = "--fast" if parsed.fast else "--quality"
+        raise InvalidRequest(
+            f"The `fast` option says {'yes' if fast else 'no'} but the prompt says `{flag}`; give one.",
+            field="fast",
+        )
+    wanted = fast if fast is not None else parsed.fast
+    if wanted and fast_limits is None:
+        raise InvalidRequest(FAST_UNAVAILABLE, field="fast")
+    use_fast = fast_limits is not None and (wanted if wanted is not None else fast_by_default)
+    negatives = [part for part in (negative, *parsed.negative) if part]
+    try:
+        params = build_params(
+            parsed.prompt,
+            limits=fast_limits if use_fast and fast_limits is not None else limits,
+            negative_prompt=", ".join(negatives),
+            aspect=_one("aspect", aspect, parsed.aspect),
+            seed=_one("seed", seed, parsed.seed),
+            steps=_one("steps", steps, parsed.steps),
+            guidance=_one("guidance", guidance, parsed.guidance),
+            rng=rng,
+        )
+    except InvalidRequest as error:
+        if use_fast and error.field in ("steps", "guidance"):
+            hint = "That is fast mode's range; add `--quality` to use the full model."
+            raise InvalidRequest(f"{error} {hint}", field=error.field) from None
+        raise
+    return ImagineRequest(params, ModelKind.FAST if use_fast else ModelKind.DEFAULT)
 
 
 def params_from_text(
@@ -23,19 +89,20 @@ def params_from_text(
     guidance: float | None = None,
     rng: random.Random | None = None,
 ) -> GenerationParams:
-    """Options and flags may both be used; giving one setting two different values is an error."""
-    parsed = parse_prompt(text)
-    negatives = [part for part in (negative, *parsed.negative) if part]
-    return build_params(
-        parsed.prompt,
+    """Options and flags may both be used; giving one setting two different values is an error.
+
+    The full model's params (no fast model here: `--fast` is refused).
+    """
+    return request_from_text(
+        text,
         limits=limits,
-        negative_prompt=", ".join(negatives),
-        aspect=_one("aspect", aspect, parsed.aspect),
-        seed=_one("seed", seed, parsed.seed),
-        steps=_one("steps", steps, parsed.steps),
-        guidance=_one("guidance", guidance, parsed.guidance),
+        negative=negative,
+        aspect=aspect,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
         rng=rng,
-    )
+    ).params
 
 
 def _one(name: str, option: T | None, flag: T | None) -> T | None:

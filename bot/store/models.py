@@ -134,6 +134,8 @@ class GuildSettingsRow(Base):
     max_concurrent: Mapped[int | None] = mapped_column(Integer)
     max_steps: Mapped[int | None] = mapped_column(Integer)
     buttons_for_everyone: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Jobs use the few-step fast model unless a member asks for the full one (`--quality`).
+    fast_by_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[datetime]
 
 

@@ -67,6 +67,7 @@ class GuildSettings:
     max_concurrent: int | None = None
     max_steps: int | None = None
     buttons_for_everyone: bool = False
+    fast_by_default: bool = False  # jobs use the fast model unless a member asks for the full one
     updated_at: datetime | None = None  # None: never set, all defaults
 
 

@@ -91,9 +91,11 @@ class GuildSettingsChanges(TypedDict, total=False):
     max_concurrent: int | None
     max_steps: int | None
     buttons_for_everyone: bool
+    fast_by_default: bool
 
 
 _SETTING_NAMES = frozenset(GuildSettingsChanges.__annotations__)
+_SWITCH_NAMES = frozenset({"buttons_for_everyone", "fast_by_default"})
 
 
 class JobStore:
@@ -715,7 +717,7 @@ class JobStore:
             raise TypeError(f"unknown guild settings: {', '.join(sorted(unknown))}")
         values: dict[str, Any] = dict(changes)
         for name, value in values.items():
-            if name == "buttons_for_everyone":
+            if name in _SWITCH_NAMES:
                 values[name] = bool(value)
             elif value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"{name} must be a whole number of at least 0, or None; got {value!r}")
@@ -987,6 +989,7 @@ def _settings(row: GuildSettingsRow) -> GuildSettings:
         max_concurrent=row.max_concurrent,
         max_steps=row.max_steps,
         buttons_for_everyone=row.buttons_for_everyone,
+        fast_by_default=row.fast_by_default,
         updated_at=row.updated_at,
     )
 

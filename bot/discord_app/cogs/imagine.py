@@ -60,10 +60,11 @@ class ImagineCog(commands.Cog):
 
     @app_commands.command(name="imagine", description="Make four images from a prompt")
     @app_commands.describe(
-        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text --steps 30 --guidance 6",
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text --steps 30 --guidance 6 --fast",
         negative="What to keep out of the image",
         aspect="Aspect ratio (snapped to a size the model was trained on)",
         seed="Seed of the first image, to make it again",
+        fast="Few-step fast model (True) or the full model (False); default: the server's choice",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_CHOICES])
     async def imagine(
@@ -73,12 +74,18 @@ class ImagineCog(commands.Cog):
         negative: app_commands.Range[str, 0, 1000] | None = None,
         aspect: app_commands.Choice[str] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        fast: bool | None = None,
     ) -> None:
         requester = requester_of(interaction)
         await self._start_job(
             interaction,
             lambda: self.service.imagine(
-                requester, prompt, negative=negative, aspect=aspect.value if aspect else None, seed=seed
+                requester,
+                prompt,
+                negative=negative,
+                aspect=aspect.value if aspect else None,
+                seed=seed,
+                fast=fast,
             ),
         )
 

@@ -89,6 +89,7 @@ class ModerationCog(commands.Cog):
         concurrent="Jobs a member may have queued or running",
         max_steps="Most denoising steps a job may ask for",
         everyone_buttons="Let everyone press the buttons on anyone's images (counts against the presser)",
+        fast_by_default="Use the few-step fast model unless a member adds --quality",
     )
     @_moderator_only
     async def limits(
@@ -99,6 +100,7 @@ class ModerationCog(commands.Cog):
         concurrent: app_commands.Range[int, 1, 100] | None = None,
         max_steps: app_commands.Range[int, 1, 150] | None = None,
         everyone_buttons: bool | None = None,
+        fast_by_default: bool | None = None,
     ) -> None:
         changes: GuildSettingsChanges = {}
         if rate_per_minute is not None:
@@ -111,6 +113,8 @@ class ModerationCog(commands.Cog):
             changes["max_steps"] = max_steps
         if everyone_buttons is not None:
             changes["buttons_for_everyone"] = everyone_buttons
+        if fast_by_default is not None:
+            changes["fast_by_default"] = fast_by_default
         settings = await self.moderation.update_limits(requester_of(interaction), changes)
         defaults = self.bot.app.service.user_limits
         generation = self.bot.app.service.generation
@@ -127,6 +131,8 @@ class ModerationCog(commands.Cog):
             f"Max steps: {value(settings.max_steps, generation.max_steps)}",
             f"Everyone may press buttons: {'yes' if settings.buttons_for_everyone else 'no'}",
         ]
+        if self.bot.app.service.fast_available:  # without a fast model there is nothing to choose
+            lines.append(f"Fast mode by default: {'yes' if settings.fast_by_default else 'no'}")
         await self._reply(interaction, "\n".join(lines))
 
     # -- /ban, /unban ---------------------------------------------------------------------------------------
