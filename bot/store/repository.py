@@ -27,6 +27,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    insert,
     literal,
     not_,
     null,
@@ -380,51 +381,68 @@ class JobStore:
     async def _record_images(
         self, results: Sequence[JobResult], paths: Sequence[Sequence[str]], owner: str | None
     ) -> list[Completion]:
+        """Two statements for the whole batch, whatever its size: one UPDATE of the jobs still held, one
+        INSERT of all their images (each statement is several thread hops through the async driver)."""
         now = self._clock.now()
-        completions: list[Completion] = []
+        wanted = [result.job_id for result in results]
+        held = JobRow.state == JobState.RUNNING.value
+        if owner is not None:
+            held = and_(held, JobRow.lease_owner == owner)
         async with self.writing() as session:
+            updated = await session.scalars(
+                update(JobRow)
+                .where(JobRow.id.in_(wanted), held)
+                .values(state=JobState.SUCCEEDED.value, finished_at=now, lease_expires_at=None)
+                .returning(JobRow)
+                .execution_options(synchronize_session=False, populate_existing=True)
+            )
+            done = {row.id: _job(row) for row in updated.all()}
+            image_values: list[dict[str, Any]] = []
             for result, job_paths in zip(results, paths, strict=True):
-                held = JobRow.state == JobState.RUNNING.value
-                if owner is not None:
-                    held = and_(held, JobRow.lease_owner == owner)
-                row = await session.scalar(
-                    update(JobRow)
-                    .where(JobRow.id == result.job_id, held)
-                    .values(state=JobState.SUCCEEDED.value, finished_at=now, lease_expires_at=None)
-                    .returning(JobRow)
-                    .execution_options(synchronize_session=False, populate_existing=True)
-                )
-                if row is None:
-                    current = await session.get(JobRow, result.job_id, populate_existing=True)
-                    lost_lease = owner is not None and current is not None and current.lease_owner != owner
-                    if not lost_lease:
-                        await self._check_skipped(session, [result.job_id], JobState.SUCCEEDED)
-                    assert current is not None  # cancelled or failed meanwhile, or another worker's now
-                    completions.append(Completion(_job(current), []))
+                job = done.get(result.job_id)
+                if job is None:
                     continue
-                job = _job(row)
                 if len(result.images) != job.spec.image_count:
                     # Raising rolls the transaction back: the jobs stay RUNNING.
                     raise ValueError(
                         f"job {job.id} makes {job.spec.image_count} images, got {len(result.images)}"
                     )
-                rows = [
-                    ImageRow(
-                        job_id=job.id,
-                        index=index,
-                        seed=seed,
-                        width=image.width,
-                        height=image.height,
-                        path=path,
-                        created_at=now,
-                    )
+                image_values.extend(
+                    {
+                        "job_id": job.id,
+                        "index": index,
+                        "seed": seed,
+                        "width": image.width,
+                        "height": image.height,
+                        "path": path,
+                        "created_at": now,
+                    }
                     for index, (image, seed, path) in enumerate(
                         zip(result.images, result.seeds, job_paths, strict=True)
                     )
-                ]
-                session.add_all(rows)
-                await session.flush()
-                completions.append(Completion(job, [_image(row) for row in rows]))
+                )
+            stored: dict[int, list[StoredImage]] = {}
+            if image_values:
+                rows = await session.scalars(insert(ImageRow).returning(ImageRow), image_values)
+                for row in rows.all():
+                    stored.setdefault(row.job_id, []).append(_image(row))
+            skipped = [job_id for job_id in wanted if job_id not in done]
+            others: dict[int, JobRow] = {}
+            if skipped:
+                current = await session.scalars(
+                    select(JobRow).where(JobRow.id.in_(skipped)).execution_options(populate_existing=True)
+                )
+                others = {row.id: row for row in current.all()}
+                # A lost lease is another worker's business; anything else must have ended meanwhile.
+                lost = {i for i, row in others.items() if owner is not None and row.lease_owner != owner}
+                await self._check_skipped(session, [i for i in skipped if i not in lost], JobState.SUCCEEDED)
+        completions = []
+        for job_id in wanted:
+            if job_id in done:
+                images = sorted(stored.get(job_id, []), key=lambda image: image.index)
+                completions.append(Completion(done[job_id], images))
+            else:
+                completions.append(Completion(_job(others[job_id]), []))
         return completions
 
     async def fail_job(self, job_id: int, reason: str) -> Job:
