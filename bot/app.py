@@ -28,6 +28,8 @@ def make_backend(settings: Settings) -> GenerationBackend:
         device=device,
         dtype=settings.dtype,
         vae=settings.vae,
+        fast_model=settings.fast_model,
+        fast_scheduler=settings.fast_scheduler,
         optimizations=Optimizations.from_settings(settings.optimize, settings.compile, device),
     )
 
@@ -89,6 +91,7 @@ class ImagineApp:
             generation=settings.generation_limits(backend.native_resolution),
             user_limits=settings.user_limits(),
             clock=clock,
+            fast_generation=settings.fast_generation_limits(backend.native_resolution),
         )
         return cls(settings, store, scheduler, service, ModerationService(store, scheduler, service))
 

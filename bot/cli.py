@@ -95,11 +95,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _make_tiny_model(path: Path) -> int:
-    from inference.tiny import make_tiny_model
+    from inference.tiny import FAST_UNET_FILE, make_tiny_model
 
     make_tiny_model(path)
     console.print(
-        f"Wrote a tiny random-weight SDXL pipeline to {path}. Try: MODEL={path} imagine-bot generate …"
+        f"Wrote a tiny random-weight SDXL pipeline to {path}. Try: MODEL={path} imagine-bot generate …\n"
+        f"With FAST_MODEL={path / FAST_UNET_FILE} too, `--fast` in a prompt uses its tiny fast UNet."
     )
     return 0
 
@@ -217,6 +218,12 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     )
     table.add_row("DATABASE_URL", describe_url(settings.database_url))
     table.add_row("MODEL", settings.model)
+    table.add_row(
+        "FAST_MODEL",
+        f"{settings.fast_model} ({settings.fast_scheduler}, {settings.fast_steps} steps)"
+        if settings.fast_model
+        else "not set: no fast mode",
+    )
     try:
         await migrate(settings.database_url)
         table.add_row("database", "reachable, schema up to date")

@@ -75,7 +75,22 @@ def apply(pipe: Any, opts: Optimizations) -> None:
     log.info("optimizations: %s", opts.describe())
 
 
-def _compile(pipe: Any) -> None:
+def apply_to_unet(unet: Any, opts: Optimizations) -> None:
+    """The UNet's part of `apply`, for a second UNet (the fast model's) that shares an optimized VAE."""
+    if opts.fuse_qkv:
+        from diffusers.models import attention_processor
+
+        processors: Any = attention_processor  # untyped module
+        unet.fuse_qkv_projections()
+        unet.set_attn_processor(processors.FusedAttnProcessor2_0())
+    if opts.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if opts.compile:
+        _configure_compiler()
+        unet.compile(mode="max-autotune", fullgraph=True, dynamic=False)
+
+
+def _configure_compiler() -> None:
     inductor: Any = torch._inductor.config  # untyped config module
     inductor.conv_1x1_as_mm = True
     inductor.coordinate_descent_tuning = True
@@ -83,6 +98,10 @@ def _compile(pipe: Any) -> None:
     inductor.coordinate_descent_check_all_directions = True
     dynamo: Any = torch._dynamo.config
     dynamo.recompile_limit = max(int(dynamo.recompile_limit), RECOMPILE_LIMIT)
+
+
+def _compile(pipe: Any) -> None:
+    _configure_compiler()
     # dynamic=False: one specialised graph per served shape, instead of slower shape-generic kernels after
     # the second shape. Module.compile keeps the UNet's class, so from_pipe and `.config` work unchanged.
     pipe.unet.compile(mode="max-autotune", fullgraph=True, dynamic=False)

@@ -11,6 +11,10 @@ Modes:
   a low strength stays faithful to the chosen image. SDXL handles 2048 px poorly at high strength, which
   is why the strength stays low (0.3 by default).
 
+Fast mode (`BatchKey.model == "fast"`, when `fast_model` is set): a second pair of pipelines built from the
+base's components with the few-step UNet and its own scheduler (inference/fast.py), so the text encoders
+and the VAE are shared and only the UNet is extra memory. Fast batches go through the same code below.
+
 Each image gets its own `torch.Generator` seeded with the task's seed, and empty negative prompts become
 zero embeddings row by row (as SDXL does for a lone empty negative), so an image depends only on its own
 prompt, negative prompt and seed, never on its batch-mates.
@@ -31,11 +35,12 @@ import torch
 from PIL import Image
 
 from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
-from bot.domain.jobs import BatchKey, RenderMode
+from bot.domain.jobs import BatchKey, ModelKind, RenderMode
 from bot.domain.params import GenerationLimits
 from bot.scheduler.backend import ImageTask, RenderBatch, StepCallback
 from inference.device import choose_device, choose_dtype
-from inference.optimize import Optimizations, apply
+from inference.fast import FAST_SCHEDULERS, load_fast_unet, make_fast_scheduler
+from inference.optimize import Optimizations, apply, apply_to_unet
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +123,11 @@ def img2img_schedule_steps(steps: int, strength: float) -> int:
 
 
 class DiffusersBackend:
-    """SDXL through diffusers; `model` is a hub id or a local diffusers folder, loaded the same way."""
+    """SDXL through diffusers; `model` is a hub id or a local diffusers folder, loaded the same way.
+
+    `fast_model` (optional) is the few-step UNet or LoRA for fast jobs, in any form inference/fast.py
+    takes; `fast_scheduler` the scheduler it was distilled for.
+    """
 
     def __init__(
         self,
@@ -127,16 +136,25 @@ class DiffusersBackend:
         device: str = "auto",
         dtype: str = "auto",
         vae: str | None = None,
+        fast_model: str | None = None,
+        fast_scheduler: str = "euler",
         optimizations: Optimizations | None = None,
     ) -> None:
+        if fast_scheduler not in FAST_SCHEDULERS:
+            raise ValueError(
+                f"Unknown FAST_SCHEDULER {fast_scheduler!r}; choose one of {', '.join(FAST_SCHEDULERS)}."
+            )
         self.model = model
         self.vae_id = vae
+        self.fast_model = fast_model or None
+        self.fast_scheduler = fast_scheduler
         # Resolved now so a bad setting fails at start-up, not in the worker thread.
         self.device = choose_device(device)
         self.dtype = choose_dtype(dtype, self.device)
         self.optimizations = optimizations or Optimizations.default_for(self.device)
         self._txt2img: Any = None  # StableDiffusionXLPipeline once loaded
         self._img2img: Any = None  # StableDiffusionXLImg2ImgPipeline sharing its modules
+        self._fast: tuple[Any, Any] | None = None  # the same two with the fast UNet and scheduler
         self._native_resolution = native_resolution_of_folder(model) or SDXL_NATIVE_RESOLUTION
         self._load_lock = threading.Lock()
 
@@ -161,6 +179,8 @@ class DiffusersBackend:
             elif txt2img.vae.config.force_upcast:
                 log.info("the VAE runs in float32 (it overflows in float16); an fp16-fix VAE avoids that")
             txt2img.set_progress_bar_config(disable=True)
+            # Before the speed-ups change the base UNet: a LoRA is fused into a copy of the plain one.
+            fast_unet = self._load_fast_unet(txt2img) if self.fast_model else None
             # SDPA attention is diffusers' default; these add fused QKV, channels_last and torch.compile.
             apply(txt2img, self.optimizations)
             # from_pipe shares the modules; without the dtype it would cast them (ours too) to float32.
@@ -168,6 +188,8 @@ class DiffusersBackend:
                 txt2img, **{_dtype_kwarg(): self.dtype}
             )
             img2img.set_progress_bar_config(disable=True)
+            if fast_unet is not None:
+                self._fast = self._fast_pipelines(txt2img, fast_unet)
             self._native_resolution = int(txt2img.unet.config.sample_size) * int(txt2img.vae_scale_factor)
             self._txt2img, self._img2img = txt2img, img2img
             log.info(
@@ -178,20 +200,29 @@ class DiffusersBackend:
                 time.perf_counter() - started,
             )
 
-    def warm_up(self, shapes: Sequence[tuple[int, int, int]], *, guidance: float = 5.0) -> float:
+    def warm_up(
+        self, shapes: Sequence[tuple[int, int, int]], *, guidance: float = 5.0, model: str = ModelKind.DEFAULT
+    ) -> float:
         """Render 2 steps once per (images, width, height), so each shape is compiled before a job needs it.
 
         Under torch.compile every new input shape compiles again (minutes with max-autotune); the shapes to
         warm are the batch sizes the scheduler forms (1..MAX_BATCH_IMAGES) times the resolution buckets it
         serves (the aspect-ratio sizes, and their doubles for upscales). `guidance` > 1 warms the CFG path
-        (the UNet sees twice the images); jobs at guidance <= 1 are another shape. Without compile this only
+        (the UNet sees twice the images); jobs at guidance <= 1 are another shape. `model="fast"` warms the
+        fast UNet (its own compiled graphs; fast jobs usually run at guidance <= 1). Without compile this only
         loads the model and touches the kernels once. Returns the seconds spent.
         """
         self.load()
         started = time.perf_counter()
         for images, width, height in shapes:
             key = BatchKey(
-                mode=RenderMode.TXT2IMG, width=width, height=height, steps=2, guidance=guidance, strength=None
+                mode=RenderMode.TXT2IMG,
+                width=width,
+                height=height,
+                steps=2,
+                guidance=guidance,
+                strength=None,
+                model=model,
             )
             tasks = [
                 ImageTask(job_id=0, index=index, prompt="warm-up", negative_prompt="", seed=index)
@@ -201,6 +232,32 @@ class DiffusersBackend:
         elapsed = time.perf_counter() - started
         log.info("warmed up %d shape(s) in %.1f s", len(shapes), elapsed)
         return elapsed
+
+    def _load_fast_unet(self, txt2img: Any) -> Any:
+        assert self.fast_model is not None
+        started = time.perf_counter()
+        unet = load_fast_unet(self.fast_model, txt2img.unet, dtype=self.dtype).to(self.device)
+        log.info("loaded the fast model %s in %.1f s", self.fast_model, time.perf_counter() - started)
+        return unet
+
+    def _fast_pipelines(self, txt2img: Any, unet: Any) -> tuple[Any, Any]:
+        """txt2img and img2img with the fast UNet and scheduler; encoders, tokenizers and VAE are shared."""
+        apply_to_unet(unet, self.optimizations)
+        scheduler = make_fast_scheduler(self.fast_scheduler, txt2img.scheduler.config)
+        dtype = {_dtype_kwarg(): self.dtype}
+        fast = diffusers.StableDiffusionXLPipeline.from_pipe(txt2img, unet=unet, scheduler=scheduler, **dtype)
+        fast_img2img = diffusers.StableDiffusionXLImg2ImgPipeline.from_pipe(fast, **dtype)
+        for pipe in (fast, fast_img2img):
+            pipe.set_progress_bar_config(disable=True)
+        return fast, fast_img2img
+
+    def _pipelines(self, model: str) -> tuple[Any, Any]:
+        """(txt2img, img2img) for the batch's model."""
+        if model == ModelKind.FAST:
+            if self._fast is None:
+                raise ValueError("This renderer has no fast model: set FAST_MODEL (on every worker).")
+            return self._fast
+        return self._txt2img, self._img2img
 
     def _load_txt2img(self) -> Any:
         kwargs: dict[str, Any] = {_dtype_kwarg(): self.dtype, "use_safetensors": True}
@@ -259,6 +316,10 @@ class DiffusersBackend:
             raise ValueError(f"Size {key.width}×{key.height} is not positive.")
         if key.steps < 1:
             raise ValueError(f"Steps must be at least 1; got {key.steps}.")
+        if key.model not in (ModelKind.DEFAULT, ModelKind.FAST):
+            raise ValueError(f"Unknown model {key.model!r}.")
+        if key.model == ModelKind.FAST and self.fast_model is None:
+            raise ValueError("This renderer has no fast model: set FAST_MODEL (on every worker).")
         if key.mode is RenderMode.TXT2IMG:
             return None
         missing = [f"job {task.job_id} image {task.index}" for task in batch.tasks if task.source is None]
@@ -295,7 +356,8 @@ class DiffusersBackend:
     ) -> Any:
         """One diffusers call for the batch; returns the pipeline's `images` (PIL list or latent tensor)."""
         key, tasks = batch.key, batch.tasks
-        embeds = self._encode(self._txt2img, tasks, guidance=key.guidance)
+        txt2img, img2img = self._pipelines(key.model)
+        embeds = self._encode(txt2img, tasks, guidance=key.guidance)
         # MPS generators are unreliable, so MPS draws its noise on the CPU (as diffusers advises).
         generator_device = "cpu" if self.device == "mps" else self.device
         generators = [torch.Generator(device=generator_device).manual_seed(task.seed) for task in tasks]
@@ -307,13 +369,11 @@ class DiffusersBackend:
             "output_type": output_type,
         }
         if key.mode is RenderMode.TXT2IMG:
-            output = self._txt2img(
-                width=key.width, height=key.height, num_inference_steps=key.steps, **common
-            )
+            output = txt2img(width=key.width, height=key.height, num_inference_steps=key.steps, **common)
         else:
             assert strength is not None
             sources = [_fit(task.source, key.width, key.height) for task in tasks if task.source is not None]
-            output = self._img2img(
+            output = img2img(
                 image=sources,
                 strength=strength,
                 num_inference_steps=img2img_schedule_steps(key.steps, strength),

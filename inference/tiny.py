@@ -8,6 +8,7 @@ No network is needed: the tokenizers are byte-level CLIP tokenizers with no merg
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,9 @@ def make_tokenizer() -> CLIPTokenizer:
     )
 
 
-def make_tiny_pipeline(*, seed: int = 0) -> Any:
-    """The StableDiffusionXLPipeline in memory, float32 on the CPU; the same seed gives the same weights."""
-    torch.manual_seed(seed)
-    unet = diffusers.UNet2DConditionModel(
+def make_tiny_unet() -> Any:
+    """The tiny SDXL-shaped UNet with random weights drawn from torch's global generator."""
+    return diffusers.UNet2DConditionModel(
         sample_size=8,  # latent side; × VAE factor 8 = 64 px native resolution
         in_channels=4,
         out_channels=4,
@@ -77,6 +77,12 @@ def make_tiny_pipeline(*, seed: int = 0) -> Any:
         cross_attention_dim=2 * TEXT_HIDDEN,
         norm_num_groups=32,
     )
+
+
+def make_tiny_pipeline(*, seed: int = 0) -> Any:
+    """The StableDiffusionXLPipeline in memory, float32 on the CPU; the same seed gives the same weights."""
+    torch.manual_seed(seed)
+    unet = make_tiny_unet()
     vae = diffusers.AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -130,9 +136,54 @@ def assemble_pipeline(unet: Any, vae: Any, text_encoder: Any, text_encoder_2: An
     )
 
 
+# Written into the tiny model's folder: FAST_MODEL=<folder>/fast-unet.safetensors (or fast-lora.safetensors).
+FAST_UNET_FILE = "fast-unet.safetensors"  # a whole UNet, the SDXL-Lightning file form
+FAST_LORA_FILE = "fast-lora.safetensors"  # a LoRA on the tiny UNet, the LCM-LoRA / Hyper-SD LoRA form
+
+
 def make_tiny_model(path: Path, *, seed: int = 0) -> Path:
-    """Build the tiny pipeline and save it (safetensors) as a diffusers folder at `path`; returns `path`."""
+    """Build the tiny pipeline and save it (safetensors) as a diffusers folder at `path`; returns `path`.
+
+    Beside it go a tiny "fast" UNet checkpoint (other random weights, the SDXL-Lightning file form) and,
+    with peft installed, a tiny LoRA, so that fast mode can be tried offline with either FAST_MODEL form.
+    """
     pipe = make_tiny_pipeline(seed=seed)
     path.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(path, safe_serialization=True)
+    make_tiny_fast_unet(path / FAST_UNET_FILE, seed=seed + 1)
+    # Without peft the LoRA form is unavailable; the UNet form still works.
+    with contextlib.suppress(ImportError):
+        make_tiny_fast_lora(path / FAST_LORA_FILE, seed=seed + 2)
+    return path
+
+
+def make_tiny_fast_unet(path: Path, *, seed: int = 1) -> Path:
+    """A UNet state dict with the tiny UNet's layout and other random weights, as one safetensors file."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    unet = make_tiny_unet()
+    save_file({name: tensor.contiguous() for name, tensor in unet.state_dict().items()}, str(path))
+    return path
+
+
+def make_tiny_fast_lora(path: Path, *, seed: int = 2, rank: int = 4) -> Path:
+    """A random LoRA on the tiny UNet's attention projections, saved the way diffusers saves LoRAs."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = make_tiny_unet()
+    # init_lora_weights=False: both matrices random, so the LoRA changes the output (the default starts at 0).
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        init_lora_weights=False,
+    )
+    unet.add_adapter(config)
+    layers = get_peft_model_state_dict(unet)
+    diffusers.StableDiffusionXLPipeline.save_lora_weights(
+        str(path.parent), unet_lora_layers=layers, weight_name=path.name, safe_serialization=True
+    )
     return path
