@@ -213,8 +213,14 @@ class DeliveryManager:
             return _Outgoing(embed=presenters.cancelled_embed(job))
         stored = await self._store.job_images(job.id)
         images = [await self._store.load_image(image.id) for image in stored]
-        picture = images[0] if job.kind is JobKind.UPSCALE else compose_grid(images)
-        data, extension = await asyncio.to_thread(encode_for_upload, picture, delivery.upload_limit)
+        upload_limit = delivery.upload_limit
+
+        def encode() -> tuple[bytes, str]:
+            # In a thread: a grid of four 1024² images is a 2048² paste and a PNG encode.
+            picture = images[0] if job.kind is JobKind.UPSCALE else compose_grid(images)
+            return encode_for_upload(picture, upload_limit)
+
+        data, extension = await asyncio.to_thread(encode)
         filename = f"imagine-{job.id}.{extension}"
         parent_url = None
         if job.spec.parent_job_id is not None:
