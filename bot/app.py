@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from bot.domain.batching import BatchingConfig
 from bot.domain.clock import Clock, SystemClock
 from bot.moderation import ModerationService
 from bot.scheduler.backend import GenerationBackend
@@ -31,6 +32,27 @@ def make_backend(settings: Settings) -> GenerationBackend:
         fast_model=settings.fast_model,
         fast_scheduler=settings.fast_scheduler,
         optimizations=Optimizations.from_settings(settings.optimize, settings.compile, device),
+    )
+
+
+def log_batching(settings: Settings, batching: BatchingConfig) -> None:
+    """Say at start how many images each size batches, and where the numbers come from."""
+    if not batching.size_budgets:
+        log.info(
+            "batch budget: up to %d images per call at every size (no batch profile)", batching.max_images
+        )
+        return
+    profile = settings.load_batch_profile()
+    budgets = ", ".join(
+        f"{width}×{height}: {min(images, batching.max_images)}"
+        for (width, height), images in batching.size_budgets.items()
+    )
+    log.info(
+        "batch budgets from %s (%s): %s; other sizes up to %d (MAX_BATCH_IMAGES)",
+        settings.batch_profile_path(),
+        profile.describe() if profile is not None else "?",
+        budgets,
+        batching.max_images,
     )
 
 
@@ -63,9 +85,11 @@ class ImagineApp:
                 "Running without a worker needs DATABASE_URL=postgresql+asyncpg://…, where workers can reach "
                 "the same queue."
             )
+        batching = settings.batching()  # a bad BATCH_PROFILE stops start-up here
+        log_batching(settings, batching)
+        backend = backend or make_backend(settings)  # not loaded when render=False: sizes only
         clock = clock or SystemClock()
         store = await JobStore.open(settings.database_url, settings.image_dir, clock)
-        backend = backend or make_backend(settings)  # not loaded when render=False: sizes only
         shared = None
         if settings.shares_queue:
             shared = SharedQueue(
@@ -75,7 +99,12 @@ class ImagineApp:
                 render=render,
             )
         scheduler = GpuScheduler(
-            store, backend, settings.batching(), clock, max_attempts=settings.max_attempts, shared=shared
+            store,
+            backend,
+            batching,
+            clock,
+            max_attempts=settings.max_attempts,
+            shared=shared,
         )
         try:
             await scheduler.start()

@@ -87,6 +87,26 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-sizes", default="1,2,4,8", help="images per call (default: 1,2,4,8)")
     bench.add_argument("--steps", type=int, default=30, help="denoising steps (default: 30)")
     bench.add_argument("--size", type=int, help="square image side in pixels (default: the model's native)")
+    bench.add_argument(
+        "--buckets",
+        help="sizes to measure, e.g. 1024x1024,1344x768, or `all`: every aspect-ratio bucket and its upscale "
+        "double (default: the model's native square)",
+    )
+    bench.add_argument(
+        "--profile-out",
+        type=Path,
+        help="write the optimized images/s per size and batch size to this batch profile (JSON), which the "
+        "bot reads at start (BATCH_PROFILE; default file data/batch-profile.json)",
+    )
+    bench.add_argument(
+        "--no-plain", action="store_true", help="measure only the optimized renderer (enough for a profile)"
+    )
+    bench.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.compile in the optimized renderer (default auto: on CUDA only); match the bot's COMPILE",
+    )
     bench.add_argument("--repeats", type=int, default=2, help="timed calls per batch size (default: 2)")
     bench.add_argument(
         "--peak-tflops", type=float, default=790.0, help="the GPU's dense bf16 TFLOP/s for MFU (H100: 790)"
@@ -106,7 +126,16 @@ def _make_tiny_model(path: Path) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from inference.bench import COLUMNS, BenchConfig, parse_batch_sizes, run_bench, table_rows
+    from bot.domain.batch_profile import DEFAULT_TOLERANCE, image_budgets
+    from inference.bench import (
+        COLUMNS,
+        BenchConfig,
+        format_size,
+        parse_batch_sizes,
+        run_bench,
+        table_rows,
+        write_profile,
+    )
 
     try:
         config = BenchConfig(
@@ -117,17 +146,38 @@ def _bench(args: argparse.Namespace) -> int:
             size=args.size,
             repeats=args.repeats,
             peak_tflops=args.peak_tflops,
+            buckets=args.buckets,
+            plain=not args.no_plain,
+            compile=args.compile,
         )
         with console.status("Benchmarking…") as status:
             result = run_bench(config, report=lambda line: status.update(f"Benchmarking… {line}"))
     except ValueError as error:
         console.print(f"[red]{error}[/red]")
         return 2
-    title = f"imagine-bot bench: {result.model} on {result.device}, {result.size}², {result.steps} steps, CFG"
+    sizes = ", ".join(format_size(size) for size in result.sizes)
+    title = (
+        f"imagine-bot bench: {result.model} on {result.device} ({result.device_name}), {sizes}, "
+        f"{result.steps} steps, CFG"
+    )
     table = Table(*COLUMNS, title=title)
     for row in table_rows(result):
         table.add_row(*row)
     Console().print(table)
+    if args.profile_out is not None:
+        try:
+            write_profile(result, args.profile_out)
+        except OSError as error:
+            console.print(f"[red]Could not write {args.profile_out}: {error.strerror or error}[/red]")
+            return 1
+        budgets = ", ".join(
+            f"{format_size(size)}: {images}" for size, images in image_budgets(result.profile()).items()
+        )
+        console.print(
+            f"Wrote the batch profile {args.profile_out}; budgets (images per call, within "
+            f"{DEFAULT_TOLERANCE:.0%} of the best images/s): {budgets}. The bot reads it at start from "
+            f"BATCH_PROFILE (default data/batch-profile.json)."
+        )
     return 0
 
 
@@ -156,7 +206,11 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     from bot.imaging import compose_grid
 
     with console.status("Loading the model…"):
-        app = await ImagineApp.start(settings)
+        try:
+            app = await ImagineApp.start(settings)
+        except SettingsError as error:
+            console.print(f"[red]{error}[/red]")
+            return 2
     try:
         try:
             job = await app.service.imagine(

@@ -11,11 +11,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.domain.batch_profile import BatchProfile, image_budgets
 from bot.domain.batching import BatchingConfig
 from bot.domain.limits import UserLimits
 from bot.domain.params import GenerationLimits
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+DEFAULT_BATCH_PROFILE = Path("data/batch-profile.json")
 
 
 class SettingsError(Exception):
@@ -67,6 +69,9 @@ class Settings(BaseSettings):
     max_batch_images: int = Field(default=8, ge=1, le=64)
     batch_wait_ms: float = Field(default=20.0, ge=0, le=1000)
     max_attempts: int = Field(default=3, ge=1, le=10)
+    # The measured batch profile (`imagine-bot bench --profile-out`); unset: DEFAULT_BATCH_PROFILE when that
+    # file exists; `none`: no profile (every size keeps MAX_BATCH_IMAGES).
+    batch_profile: Path | None = None
 
     # Generation defaults and bounds
     default_steps: int = Field(default=30, ge=1, le=150)
@@ -100,7 +105,32 @@ class Settings(BaseSettings):
         return self.database_url.startswith("postgresql")
 
     def batching(self) -> BatchingConfig:
-        return BatchingConfig(max_images=self.max_batch_images, max_wait=self.batch_wait_ms / 1000)
+        """MAX_BATCH_IMAGES and BATCH_WAIT_MS, with the budgets the batch profile gives for each size."""
+        profile = self.load_batch_profile()
+        return BatchingConfig(
+            max_images=self.max_batch_images,
+            max_wait=self.batch_wait_ms / 1000,
+            size_budgets=image_budgets(profile) if profile is not None else {},
+        )
+
+    def batch_profile_path(self) -> Path | None:
+        """BATCH_PROFILE when set (None for `none`), else DEFAULT_BATCH_PROFILE if that file exists."""
+        if "batch_profile" in self.model_fields_set:
+            return self.batch_profile
+        return DEFAULT_BATCH_PROFILE if DEFAULT_BATCH_PROFILE.is_file() else None
+
+    def load_batch_profile(self) -> BatchProfile | None:
+        """The profile in use, or None; a file that is missing or not a profile raises SettingsError."""
+        path = self.batch_profile_path()
+        if path is None:
+            return None
+        try:
+            return BatchProfile.from_json(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            reason = f"{path} cannot be read ({error.strerror or error})"
+        except ValueError as error:  # ProfileError, or text that is not UTF-8
+            reason = f"{path} is not a batch profile from `imagine-bot bench --profile-out` ({error})"
+        raise SettingsError(f"Setting BATCH_PROFILE is invalid: {reason}.")
 
     def user_limits(self) -> UserLimits:
         return UserLimits(
@@ -135,8 +165,10 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read settings; any problem becomes one SettingsError line naming the variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         first = error.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
         raise SettingsError(f"Setting {name} is invalid: {first['msg']}.") from None
+    settings.load_batch_profile()  # a bad profile stops start-up here, with the other settings
+    return settings

@@ -7,6 +7,12 @@ renders are timed. The variants:
 - optimized: DTYPE auto (bf16 on CUDA), `Optimizations.default_for(device)` and, on CUDA, torch.compile;
 - plain: float16 on a GPU (float32 on the CPU), no optimization at all: diffusers as documented.
 
+Sizes: the model's native square by default; `buckets` names others ("1344x768,1024x1024", or "all" for
+every aspect-ratio bucket at the native resolution and the doubles upscales render at). With
+`--profile-out FILE` the optimized variant's images/s per size and batch size are written as a batch
+profile (bot/domain/batch_profile.py) that the bot reads at start (BATCH_PROFILE) to choose its batch
+budget per size.
+
 Models: `tiny` (the random-weight tiny SDXL of inference/tiny.py, the default on the CPU, for CI),
 `sdxl-random` (the real SDXL 1.0 architecture with random weights, built on the GPU: it costs what the real
 model costs, no download; CUDA only, since a CPU would take hours), or a diffusers folder / hub id.
@@ -19,19 +25,23 @@ from __future__ import annotations
 
 import gc
 import logging
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import diffusers as _diffusers
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from bot.domain.batch_profile import BatchProfile, BucketThroughput, Size, parse_sizes
 from bot.domain.jobs import BatchKey, RenderMode
+from bot.domain.warm_up import served_sizes
 from bot.scheduler.backend import ImageTask, RenderBatch
 from inference.device import choose_device
-from inference.optimize import Optimizations
+from inference.optimize import COMPILE_CHOICES, Optimizations
 from inference.pipeline import DiffusersBackend
 from inference.tiny import assemble_pipeline, make_tiny_pipeline, tiny_vocab
 
@@ -135,16 +145,22 @@ class BenchConfig:
     device: str = "auto"
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
     steps: int = 30
-    size: int | None = None  # None: the model's native resolution (1024 for SDXL, 64 for tiny)
+    size: int | None = None  # a square side; None: `buckets`, else the model's native square
     repeats: int = 2
     guidance: float = 5.0  # > 1: classifier-free guidance, as served
     peak_tflops: float = H100_DENSE_BF16_TFLOPS
+    buckets: str | None = None  # "WxH,WxH" or "all" (see the module docstring); None: the native square
+    plain: bool = True  # also measure plain diffusers (not needed for a profile)
+    compile: str = "auto"  # the optimized variant's torch.compile: auto = on CUDA only
 
 
 @dataclass(frozen=True)
 class BenchRow:
     variant: str  # "optimized" or "plain"
-    detail: str  # dtype and optimizations
+    dtype: str
+    optimizations: str
+    width: int
+    height: int
     batch_size: int
     images_per_s: float
     s_per_image: float
@@ -152,36 +168,107 @@ class BenchRow:
     peak_memory_gib: float | None  # None off CUDA
     mfu: float | None  # model FLOP utilization, 0..1; None off CUDA or for non-SDXL models
 
+    @property
+    def detail(self) -> str:
+        return f"{self.dtype}, {self.optimizations}"
+
+    @property
+    def size(self) -> Size:
+        return self.width, self.height
+
 
 @dataclass(frozen=True)
 class BenchResult:
     device: str
+    device_name: str
     model: str
-    size: int
+    sizes: tuple[Size, ...]
     steps: int
+    guidance: float
     rows: list[BenchRow]
 
-    def speedup(self, batch_size: int) -> float | None:
-        """optimized images/s ÷ plain images/s at this batch size."""
-        rates = {row.variant: row.images_per_s for row in self.rows if row.batch_size == batch_size}
+    def speedup(self, batch_size: int, size: Size | None = None) -> float | None:
+        """optimized images/s ÷ plain images/s at this batch size (and size; default: the first)."""
+        size = size or self.sizes[0]
+        rates = {
+            row.variant: row.images_per_s
+            for row in self.rows
+            if row.batch_size == batch_size and row.size == size
+        }
         if "optimized" in rates and "plain" in rates and rates["plain"] > 0:
             return rates["optimized"] / rates["plain"]
         return None
 
+    def profile(self) -> BatchProfile:
+        """The optimized variant's images/s per size and batch size, as the bot reads it (BATCH_PROFILE)."""
+        rows = [row for row in self.rows if row.variant == "optimized"]
+        if not rows:
+            raise ValueError("No optimized rows were measured, so there is no profile to write.")
+        return BatchProfile(
+            device=self.device,
+            device_name=self.device_name,
+            model=self.model,
+            dtype=rows[0].dtype,
+            optimizations=rows[0].optimizations,
+            steps=self.steps,
+            guidance=self.guidance,
+            buckets=tuple(
+                BucketThroughput(
+                    width,
+                    height,
+                    {row.batch_size: row.images_per_s for row in rows if row.size == (width, height)},
+                )
+                for width, height in self.sizes
+            ),
+        )
 
-def model_tflops_per_image(size: int, steps: int) -> float:
-    """SDXL's counted work for one CFG image of size² pixels: the UNet per step plus one VAE decode."""
-    area = (size / 1024) ** 2
+
+def write_profile(result: BenchResult, path: Path) -> None:
+    """Write the result's batch profile to `path` (folders made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.profile().to_json(), encoding="utf-8")
+
+
+def model_tflops_per_image(width: int, height: int, steps: int) -> float:
+    """SDXL's counted work for one CFG image of width × height: the UNet per step plus one VAE decode."""
+    area = width * height / 1024**2
     return (UNET_TFLOPS_PER_IMAGE_STEP * steps + VAE_TFLOPS_PER_IMAGE) * area
 
 
-def _variants(device: str) -> list[tuple[str, str, Optimizations]]:
+def bench_sizes(config: BenchConfig, native_resolution: int) -> tuple[Size, ...]:
+    """The (width, height) sizes to measure: `size`, `buckets` ("all": every served size) or the native."""
+    if config.size is not None:
+        return ((config.size, config.size),)
+    if config.buckets is None:
+        return ((native_resolution, native_resolution),)
+    if config.buckets.strip().lower() == "all":
+        return tuple(served_sizes(native_resolution))
+    return parse_sizes(config.buckets)
+
+
+def device_name(device: str) -> str:
+    """The accelerator's or CPU's model name, for the profile and the table's title."""
+    if device.startswith("cuda"):
+        return str(torch.cuda.get_device_name(device))
+    if device == "cpu":
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.processor() or platform.machine() or "cpu"
+    return device
+
+
+def _variants(config: BenchConfig, device: str) -> list[tuple[str, str, Optimizations]]:
     cuda = device.split(":", 1)[0] == "cuda"
-    return [
-        # The bench measures the whole recipe, torch.compile included on CUDA (warmed up per shape below).
-        ("optimized", "auto", replace(Optimizations.default_for(device), compile=cuda)),
-        ("plain", "float16" if cuda else "auto", Optimizations.none()),
-    ]
+    # The bench measures the whole recipe, torch.compile included on CUDA (warmed up per shape below).
+    compiled = cuda if config.compile == "auto" else config.compile == "on"
+    variants = [("optimized", "auto", replace(Optimizations.default_for(device), compile=compiled))]
+    if config.plain:
+        variants.append(("plain", "float16" if cuda else "auto", Optimizations.none()))
+    return variants
 
 
 def _make_backend(config: BenchConfig, device: str, dtype: str, opts: Optimizations) -> DiffusersBackend:
@@ -211,41 +298,57 @@ def run_bench(config: BenchConfig, *, report: Callable[[str], None] = log.info) 
         raise ValueError("Batch sizes must be positive.")
     if config.steps < 1 or config.repeats < 1:
         raise ValueError("Steps and repeats must be at least 1.")
+    if config.compile not in COMPILE_CHOICES:
+        raise ValueError(f"Unknown compile {config.compile!r}; choose one of {', '.join(COMPILE_CHOICES)}.")
+    if config.size is not None and config.buckets is not None:
+        raise ValueError("Give --size or --buckets, not both.")
+    if config.buckets is not None and config.buckets.strip().lower() != "all":
+        parse_sizes(config.buckets)  # a typo fails now, not after loading the model
     rows: list[BenchRow] = []
-    size = config.size
-    for variant, dtype, opts in _variants(device):
+    sizes: tuple[Size, ...] = ()
+    for variant, dtype, opts in _variants(config, device):
         backend = _make_backend(config, device, dtype, opts)
         started = time.perf_counter()
         backend.load()
-        size = size or backend.native_resolution
+        sizes = sizes or bench_sizes(config, backend.native_resolution)
         detail = f"{str(backend.dtype).removeprefix('torch.')}, {opts.describe()}"
         report(f"{variant} ({detail}) loaded in {time.perf_counter() - started:.1f} s")
         sdxl_sized = config.model != "tiny" and backend.native_resolution == 1024
-        flops = model_tflops_per_image(size, config.steps) * 1e12 if cuda and sdxl_sized else None
-        for batch_size in config.batch_sizes:
-            rows.append(_measure(backend, config, variant, detail, batch_size, size, flops))
-            report(f"{variant}, batch {batch_size}: {rows[-1].images_per_s:.3g} images/s")
+        for width, height in sizes:
+            tflops = model_tflops_per_image(width, height, config.steps)
+            flops = tflops * 1e12 if cuda and sdxl_sized else None
+            for batch_size in config.batch_sizes:
+                row = _measure(backend, config, variant, opts, batch_size, (width, height), flops)
+                rows.append(row)
+                report(f"{variant}, {width}×{height}, batch {batch_size}: {row.images_per_s:.3g} images/s")
         del backend
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
-    assert size is not None
-    return BenchResult(device=device, model=config.model, size=size, steps=config.steps, rows=rows)
+    return BenchResult(
+        device=device,
+        device_name=device_name(device),
+        model=config.model,
+        sizes=sizes,
+        steps=config.steps,
+        guidance=config.guidance,
+        rows=rows,
+    )
 
 
 def _measure(
     backend: DiffusersBackend,
     config: BenchConfig,
     variant: str,
-    detail: str,
+    opts: Optimizations,
     batch_size: int,
-    size: int,
+    size: Size,
     flops_per_image: float | None,
 ) -> BenchRow:
     key = BatchKey(
         mode=RenderMode.TXT2IMG,
-        width=size,
-        height=size,
+        width=size[0],
+        height=size[1],
         steps=config.steps,
         guidance=config.guidance,
         strength=None,
@@ -274,7 +377,10 @@ def _measure(
         mfu = flops_per_image * images_per_s / (config.peak_tflops * 1e12)
     return BenchRow(
         variant=variant,
-        detail=detail,
+        dtype=str(backend.dtype).removeprefix("torch."),
+        optimizations=opts.describe(),
+        width=size[0],
+        height=size[1],
         batch_size=batch_size,
         images_per_s=images_per_s,
         s_per_image=1 / images_per_s,
@@ -303,11 +409,12 @@ def table_rows(result: BenchResult) -> Sequence[tuple[str, ...]]:
     """The rows as text, in the order of the table's columns (see `COLUMNS`)."""
     out: list[tuple[str, ...]] = []
     for row in result.rows:
-        speedup = result.speedup(row.batch_size) if row.variant == "optimized" else None
+        speedup = result.speedup(row.batch_size, row.size) if row.variant == "optimized" else None
         out.append(
             (
                 row.variant,
                 row.detail,
+                format_size(row.size),
                 str(row.batch_size),
                 f"{row.images_per_s:.3g}",
                 f"{row.s_per_image:.3g}",
@@ -320,9 +427,16 @@ def table_rows(result: BenchResult) -> Sequence[tuple[str, ...]]:
     return out
 
 
+def format_size(size: Size) -> str:
+    """64² for a square, 1344×768 otherwise."""
+    width, height = size
+    return f"{width}²" if width == height else f"{width}×{height}"
+
+
 COLUMNS = (
     "variant",
     "dtype, optimizations",
+    "size",
     "batch",
     "images/s",
     "s/image",

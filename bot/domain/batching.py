@@ -12,6 +12,8 @@ can hold the GPU for everyone.
 Batching. The first job of the member whose turn it is decides the batch key (size, steps, guidance,
 mode...). The batch is then filled with compatible jobs in the same round-robin order, one job per member
 per pass, until the image budget is spent. A job that does not fit waits in its queue; nothing is dropped.
+The budget is `max_images` (MAX_BATCH_IMAGES), lowered for a size by the batch profile's measured budget
+(past it a bigger batch adds latency but no images/s) and for a key by what out-of-memory errors taught.
 
 Waiting for batch-mates. When nothing else is queued the batch starts at once: a lone job never pays a
 delay. When other jobs are queued (a burst), a batch that is not full is held until its oldest job has
@@ -21,7 +23,7 @@ waited `max_wait` seconds, so that compatible jobs arriving a few milliseconds a
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bot.domain.jobs import BatchKey
@@ -42,12 +44,26 @@ class QueueEntry:
 class BatchingConfig:
     max_images: int = 8  # images per pipeline call: the work budget
     max_wait: float = 0.02  # seconds a non-full batch may be held for batch-mates during a burst
+    # Measured budgets per (width, height) of the keys (an upscale's key has the doubled size it renders
+    # at), chosen from a batch profile (bot/domain/batch_profile.py). They apply to `profiled_model`'s
+    # keys only, the model the profile measured; other sizes and models keep `max_images`.
+    size_budgets: Mapping[tuple[int, int], int] = field(default_factory=dict, hash=False)
+    profiled_model: str = "default"
 
     def __post_init__(self) -> None:
         if self.max_images < 1:
             raise ValueError("max_images must be at least 1")
         if self.max_wait < 0:
             raise ValueError("max_wait cannot be negative")
+        if any(images < 1 for images in self.size_budgets.values()):
+            raise ValueError("size budgets must be at least 1")
+
+    def key_budget(self, key: BatchKey) -> int:
+        """Images per call for `key` before any out-of-memory cap: the measured budget of its size, never
+        more than `max_images`."""
+        if key.model != self.profiled_model:
+            return self.max_images
+        return min(self.max_images, self.size_budgets.get((key.width, key.height), self.max_images))
 
 
 @dataclass(frozen=True)
@@ -142,7 +158,10 @@ class FairBatchPolicy:
         self.version += 1
 
     def budget(self, key: BatchKey) -> int:
-        return min(self.config.max_images, self._key_caps.get(key, self.config.max_images))
+        """Images per call for `key`: MAX_BATCH_IMAGES, lowered by the measured budget of its size and by
+        what running out of memory taught."""
+        allowed = self.config.key_budget(key)
+        return min(allowed, self._key_caps.get(key, allowed))
 
     def schedule(self, now: float) -> Batch | Wait | None:
         batch = self._form(self._members)
@@ -218,3 +237,27 @@ class FairBatchPolicy:
         ]
         for user_id in idle:
             del self._members[user_id]
+
+
+def call_sizes(job_images: Iterable[int], budget: int) -> tuple[int, ...]:
+    """Every number of images one pipeline call can have for a key whose jobs have `job_images` images each
+    and whose budget is `budget`: the warm-up shapes under torch.compile.
+
+    A batch holds jobs whose images sum to at most the budget, or a single job that is larger on its own;
+    the scheduler then renders a batch in calls of at most `budget` images (`_render_in_budget`), so a job
+    larger than the budget becomes full calls and one remainder.
+    """
+    if budget < 1:
+        raise ValueError("budget must be at least 1")
+    sizes = sorted({images for images in job_images if images >= 1})
+    reachable = {0}
+    for total in range(1, budget + 1):
+        if any(total - images in reachable for images in sizes):
+            reachable.add(total)
+    calls = reachable - {0}
+    for images in sizes:
+        if images > budget:
+            calls.add(budget)
+            if images % budget:
+                calls.add(images % budget)
+    return tuple(sorted(calls))
