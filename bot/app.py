@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import Clock, SystemClock
+from bot.domain.warm_up import warm_up_shapes
 from bot.moderation import ModerationService
-from bot.scheduler.backend import GenerationBackend
+from bot.scheduler.backend import GenerationBackend, WarmUpShape, warm_up
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.service import ImagineService
 from bot.settings import Settings, SettingsError
@@ -56,6 +58,37 @@ def log_batching(settings: Settings, batching: BatchingConfig) -> None:
     )
 
 
+def warm_up_step(
+    settings: Settings, backend: GenerationBackend, batching: BatchingConfig
+) -> Callable[[], object] | None:
+    """What the scheduler runs after loading the model when WARM_UP is on (or COMPILE=on): one short
+    render of every shape it can form at every size served, so that no member's job pays for a compile.
+    A WARM_UP_BUCKETS size the bot never renders raises SettingsError now, before the model loads."""
+    if not settings.warms_up:
+        return None
+    only = settings.warm_up_sizes()
+
+    def plan() -> tuple[WarmUpShape, ...]:
+        base = settings.base_resolution or backend.native_resolution
+        try:
+            return warm_up_shapes(batching, base, only)
+        except ValueError as error:
+            raise SettingsError(f"Setting WARM_UP_BUCKETS is invalid: {error}.") from None
+
+    plan()
+
+    def warm() -> float:
+        shapes = plan()  # again: loading the model may have told its native resolution
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for images, width, height in shapes:
+            by_size.setdefault((width, height), []).append(images)
+        listed = "; ".join(f"{w}×{h}: {', '.join(map(str, n))}" for (w, h), n in by_size.items())
+        log.info("warming up %d shape(s) (size: images per call): %s", len(shapes), listed)
+        return warm_up(backend, shapes)
+
+    return warm
+
+
 @dataclass
 class ImagineApp:
     settings: Settings
@@ -76,7 +109,8 @@ class ImagineApp:
     ) -> ImagineApp:
         """Migrate and open the store, start the scheduler (model loading in its thread), build the service.
 
-        With `wait_for_model`, return only once the model is loaded, raising what loading raised. On
+        With `wait_for_model`, return only once the model is loaded (and, with WARM_UP, every served
+        shape warmed up), raising what loading raised. On
         PostgreSQL the scheduler shares the queue with any other workers; `render=False` (only there)
         makes this process a pure front end that queues jobs and reports what the workers made.
         """
@@ -88,6 +122,7 @@ class ImagineApp:
         batching = settings.batching()  # a bad BATCH_PROFILE stops start-up here
         log_batching(settings, batching)
         backend = backend or make_backend(settings)  # not loaded when render=False: sizes only
+        warming = warm_up_step(settings, backend, batching) if render else None
         clock = clock or SystemClock()
         store = await JobStore.open(settings.database_url, settings.image_dir, clock)
         shared = None
@@ -105,6 +140,7 @@ class ImagineApp:
             clock,
             max_attempts=settings.max_attempts,
             shared=shared,
+            warm_up=warming,
         )
         try:
             await scheduler.start()

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.domain.batch_profile import BatchProfile, image_budgets
+from bot.domain.batch_profile import BatchProfile, image_budgets, parse_sizes
 from bot.domain.batching import BatchingConfig
 from bot.domain.limits import UserLimits
 from bot.domain.params import GenerationLimits
@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # file exists; `none`: no profile (every size keeps MAX_BATCH_IMAGES).
     batch_profile: Path | None = None
 
+    # Warm-up at start: every served shape rendered once before the scheduler reports ready (auto: when
+    # COMPILE=on, where each new shape compiles); WARM_UP_BUCKETS limits the sizes (WxH list; unset: all).
+    warm_up: Literal["auto", "on", "off"] = "auto"
+    warm_up_buckets: str | None = None
+
     # Generation defaults and bounds
     default_steps: int = Field(default=30, ge=1, le=150)
     max_steps: int = Field(default=60, ge=1, le=150)
@@ -97,6 +102,13 @@ class Settings(BaseSettings):
     def _supported_database(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db")
+        return value
+
+    @field_validator("warm_up_buckets")
+    @classmethod
+    def _sizes(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_sizes(value)  # raises ValueError naming the bad item
         return value
 
     @property
@@ -131,6 +143,15 @@ class Settings(BaseSettings):
         except ValueError as error:  # ProfileError, or text that is not UTF-8
             reason = f"{path} is not a batch profile from `imagine-bot bench --profile-out` ({error})"
         raise SettingsError(f"Setting BATCH_PROFILE is invalid: {reason}.")
+
+    @property
+    def warms_up(self) -> bool:
+        """WARM_UP=on, or auto with COMPILE=on (without compile, warming up saves the first job little)."""
+        return self.warm_up == "on" or (self.warm_up == "auto" and self.compile == "on")
+
+    def warm_up_sizes(self) -> tuple[tuple[int, int], ...] | None:
+        """WARM_UP_BUCKETS as (width, height) sizes; None: every served size."""
+        return parse_sizes(self.warm_up_buckets) if self.warm_up_buckets else None
 
     def user_limits(self) -> UserLimits:
         return UserLimits(

@@ -206,13 +206,21 @@ class DiffusersBackend:
         """Render 2 steps once per (images, width, height), so each shape is compiled before a job needs it.
 
         Under torch.compile every new input shape compiles again (minutes with max-autotune); the shapes to
-        warm are the batch sizes the scheduler forms (1..MAX_BATCH_IMAGES) times the resolution buckets it
-        serves (the aspect-ratio sizes, and their doubles for upscales). `guidance` > 1 warms the CFG path
+        warm are the batch sizes the scheduler forms times the resolution buckets it serves (the
+        aspect-ratio sizes, and their doubles for upscales): bot/domain/warm_up.py. A shape that runs out of
+        memory is logged and skipped. `guidance` > 1 warms the CFG path
         (the UNet sees twice the images); jobs at guidance <= 1 are another shape. `model="fast"` warms the
         fast UNet (its own compiled graphs; fast jobs usually run at guidance <= 1). Without compile this only
         loads the model and touches the kernels once. Returns the seconds spent.
         """
         self.load()
+        if self.optimizations.compile:
+            # One compiled graph per shape: let dynamo keep them all (and the jobs' other shapes) compiled.
+            dynamo: Any = torch._dynamo.config
+            dynamo.recompile_limit = max(int(dynamo.recompile_limit), 2 * len(shapes))
+            if hasattr(dynamo, "accumulated_recompile_limit"):
+                limit = int(dynamo.accumulated_recompile_limit)
+                dynamo.accumulated_recompile_limit = max(limit, 4 * len(shapes))
         started = time.perf_counter()
         for images, width, height in shapes:
             key = BatchKey(
@@ -228,7 +236,13 @@ class DiffusersBackend:
                 ImageTask(job_id=0, index=index, prompt="warm-up", negative_prompt="", seed=index)
                 for index in range(images)
             ]
-            self.render(RenderBatch(key=key, tasks=tasks), lambda step, total: True)
+            try:
+                self.render(RenderBatch(key=key, tasks=tasks), lambda step, total: True)
+            except BackendOutOfMemory:
+                # Not fatal: the scheduler halves such a batch when a job needs it, and learns the size.
+                log.warning(
+                    "warm-up: %d image(s) of %d×%d do not fit in memory; skipped", images, width, height
+                )
         elapsed = time.perf_counter() - started
         log.info("warmed up %d shape(s) in %.1f s", len(shapes), elapsed)
         return elapsed

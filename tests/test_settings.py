@@ -1,4 +1,4 @@
-"""Settings for measured batching: BATCH_PROFILE."""
+"""Settings for measured batching and warm-up: BATCH_PROFILE, WARM_UP, WARM_UP_BUCKETS."""
 
 from __future__ import annotations
 
@@ -75,4 +75,22 @@ def test_a_broken_profile_stops_start_up_with_the_reason() -> None:
     DEFAULT_BATCH_PROFILE.parent.mkdir(parents=True)
     DEFAULT_BATCH_PROFILE.write_text('{"version": 1, "buckets": []}')
     with pytest.raises(SettingsError, match=r"data/batch-profile.json is not a batch profile .*no buckets"):
+        load_settings(_env_file=None)
+
+
+def test_warm_up_follows_compile_unless_told() -> None:
+    """auto warms up exactly when COMPILE=on; on and off decide by themselves."""
+    assert not load_settings(_env_file=None).warms_up
+    assert load_settings(_env_file=None, compile="on").warms_up
+    assert not load_settings(_env_file=None, compile="on", warm_up="off").warms_up
+    assert load_settings(_env_file=None, warm_up="on").warms_up
+
+
+def test_warm_up_buckets_are_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WARM_UP_BUCKETS is a WxH list; anything else stops start-up naming the setting and the item."""
+    assert load_settings(_env_file=None).warm_up_sizes() is None
+    settings = load_settings(_env_file=None, warm_up_buckets="1024x1024, 2048x2048")
+    assert settings.warm_up_sizes() == ((1024, 1024), (2048, 2048))
+    monkeypatch.setenv("WARM_UP_BUCKETS", "16:9")
+    with pytest.raises(SettingsError, match=r"Setting WARM_UP_BUCKETS is invalid: .*'16:9' is not a size"):
         load_settings(_env_file=None)

@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from PIL import Image
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot.domain.jobs import JobState
-from bot.scheduler.backend import GenerationBackend, RenderBatch, StepCallback
+from bot.scheduler.backend import GenerationBackend, RenderBatch, StepCallback, WarmUpShape, warm_up
 from bot.scheduler.events import JobUpdate
 
 # Seconds: a job may wait from a moment to many minutes in a busy queue; renders take seconds to minutes.
@@ -186,6 +186,10 @@ class InstrumentedBackend:
         images = self._backend.render(batch, on_step)
         self._metrics.rendered(batch)
         return images
+
+    def warm_up(self, shapes: Sequence[WarmUpShape]) -> float:
+        """Straight to the backend: warm-up renders are not members' images and are not counted."""
+        return warm_up(self._backend, shapes)
 
 
 class DiscordLogHandler(logging.Handler):

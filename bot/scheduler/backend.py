@@ -6,13 +6,21 @@ and gets Pillow images back.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
-from bot.domain.jobs import BatchKey
+from bot.domain.jobs import BatchKey, RenderMode
+
+log = logging.getLogger(__name__)
+
+WarmUpShape = tuple[int, int, int]  # (images in one call, width, height)
+WARM_UP_STEPS = 2
+WARM_UP_GUIDANCE = 5.0  # > 1: the classifier-free guidance path that jobs take
 
 
 @dataclass(frozen=True)
@@ -52,3 +60,24 @@ class GenerationBackend(Protocol):
         Raises BackendOutOfMemory when the batch does not fit (a smaller batch may), and
         GenerationInterrupted when `on_step` returned False. Any other exception fails the batch.
         """
+
+
+@runtime_checkable
+class WarmsUp(Protocol):
+    def warm_up(self, shapes: Sequence[WarmUpShape]) -> float:
+        """Render each (images, width, height) once; returns the seconds spent."""
+
+
+def warm_up(backend: GenerationBackend, shapes: Sequence[WarmUpShape]) -> float:
+    """Warm each shape up before jobs come: with the backend's own `warm_up` when it has one (diffusers:
+    short renders that compile each shape), else one short txt2img render per shape. Blocking."""
+    if isinstance(backend, WarmsUp):
+        return backend.warm_up(shapes)
+    started = time.perf_counter()
+    for images, width, height in shapes:
+        key = BatchKey(RenderMode.TXT2IMG, width, height, WARM_UP_STEPS, WARM_UP_GUIDANCE, None)
+        tasks = [ImageTask(0, index, "warm-up", "", index) for index in range(images)]
+        backend.render(RenderBatch(key, tasks), lambda step, total: True)
+    elapsed = time.perf_counter() - started
+    log.info("warmed up %d shape(s) in %.1f s", len(shapes), elapsed)
+    return elapsed

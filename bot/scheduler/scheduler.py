@@ -77,7 +77,10 @@ class GpuScheduler:
         estimator: DurationEstimator | None = None,
         store_beside_render: bool = True,
         shared: SharedQueue | None = None,
+        warm_up: Callable[[], object] | None = None,
     ) -> None:
+        """`warm_up` runs in the GPU thread once the model has loaded and before the scheduler reports
+        ready or takes a batch (the app warms up the shapes it will serve: bot/domain/warm_up.py)."""
         self._store = store
         self._backend = backend
         self._clock = clock
@@ -96,6 +99,7 @@ class GpuScheduler:
         # False stores each batch before the next starts: only to measure what overlapping gains.
         self._store_beside_render = store_beside_render
         self._shared = shared
+        self._warm_up = warm_up
         self._helpers: list[asyncio.Task[None]] = []  # shared queue: refresh and heartbeat
         self._elsewhere: set[int] = set()  # jobs known here that another process is running
         self._mine: set[int] = set()  # jobs this process claimed and has not finished
@@ -168,7 +172,7 @@ class GpuScheduler:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def wait_ready(self) -> None:
-        """Wait until the model is loaded (raises what loading raised)."""
+        """Wait until the model is loaded and warmed up (raises what loading or warming up raised)."""
         await self._ready.wait()
         if self.load_error is not None:
             raise self.load_error
@@ -279,8 +283,10 @@ class GpuScheduler:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._backend.load)
+            if self._warm_up is not None:
+                await loop.run_in_executor(self._executor, self._warm_up)
         except Exception as error:
-            log.exception("the model failed to load")
+            log.exception("the model failed to load or to warm up")
             self.load_error = error
             self._ready.set()
             return
