@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import Clock, SystemClock
+from bot.domain.jobs import ModelKind
 from bot.domain.warm_up import warm_up_shapes
 from bot.moderation import ModerationService
-from bot.scheduler.backend import GenerationBackend, WarmUpShape, warm_up
+from bot.scheduler.backend import WARM_UP_GUIDANCE, GenerationBackend, WarmUpShape, warm_up
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.service import ImagineService
 from bot.settings import Settings, SettingsError
@@ -68,23 +69,37 @@ def warm_up_step(
         return None
     only = settings.warm_up_sizes()
 
-    def plan() -> tuple[WarmUpShape, ...]:
+    def plan(model: str = ModelKind.DEFAULT) -> tuple[WarmUpShape, ...]:
         base = settings.base_resolution or backend.native_resolution
         try:
-            return warm_up_shapes(batching, base, only)
+            return warm_up_shapes(batching, base, only, model=model)
         except ValueError as error:
             raise SettingsError(f"Setting WARM_UP_BUCKETS is invalid: {error}.") from None
 
     plan()
 
     def warm() -> float:
-        shapes = plan()  # again: loading the model may have told its native resolution
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for images, width, height in shapes:
-            by_size.setdefault((width, height), []).append(images)
-        listed = "; ".join(f"{w}×{h}: {', '.join(map(str, n))}" for (w, h), n in by_size.items())
-        log.info("warming up %d shape(s) (size: images per call): %s", len(shapes), listed)
-        return warm_up(backend, shapes)
+        # Again: loading the model may have told its native resolution. The fast model (FAST_MODEL) has
+        # its own compiled graphs and, at its default guidance (0), the path without classifier-free
+        # guidance, so its shapes are warmed too.
+        models = [(ModelKind.DEFAULT, WARM_UP_GUIDANCE)]
+        if settings.fast_model:
+            models.append((ModelKind.FAST, min(settings.fast_guidance, settings.fast_max_guidance)))
+        seconds = 0.0
+        for model, guidance in models:
+            shapes = plan(model)
+            by_size: dict[tuple[int, int], list[int]] = {}
+            for images, width, height in shapes:
+                by_size.setdefault((width, height), []).append(images)
+            listed = "; ".join(f"{w}×{h}: {', '.join(map(str, n))}" for (w, h), n in by_size.items())
+            log.info(
+                "warming up %d shape(s) of the %s model (size: images per call): %s",
+                len(shapes),
+                model,
+                listed,
+            )
+            seconds += warm_up(backend, shapes, guidance=guidance, model=model)
+        return seconds
 
     return warm
 

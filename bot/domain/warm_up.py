@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.domain.batching import BatchingConfig, call_sizes
-from bot.domain.jobs import IMAGES_PER_JOB, RENDER_MODE, BatchKey, RenderMode
+from bot.domain.jobs import IMAGES_PER_JOB, RENDER_MODE, BatchKey, ModelKind, RenderMode
 from bot.domain.params import SDXL_BUCKETS_1024, scale_size
 
 Size = tuple[int, int]
@@ -35,9 +35,14 @@ def served_sizes(base_resolution: int) -> dict[Size, set[RenderMode]]:
 
 
 def warm_up_shapes(
-    config: BatchingConfig, base_resolution: int, only: Sequence[Size] | None = None
+    config: BatchingConfig,
+    base_resolution: int,
+    only: Sequence[Size] | None = None,
+    *,
+    model: str = ModelKind.DEFAULT,
 ) -> tuple[WarmUpShape, ...]:
-    """The shapes to warm, size by size, fewest images first; `only` limits the sizes (each must be served).
+    """The shapes to warm for `model`, size by size, fewest images first (its budgets decide the images
+    per call); `only` limits the sizes (each must be served).
 
     Raises ValueError naming a size in `only` that the bot never renders.
     """
@@ -58,7 +63,9 @@ def warm_up_shapes(
             job_images = [
                 IMAGES_PER_JOB[kind] for kind, kind_mode in RENDER_MODE.items() if kind_mode is mode
             ]
-            key = BatchKey(mode=mode, width=width, height=height, steps=1, guidance=0.0, strength=None)
+            key = BatchKey(
+                mode=mode, width=width, height=height, steps=1, guidance=0.0, strength=None, model=model
+            )
             images.update(call_sizes(job_images, config.key_budget(key)))
         shapes.extend((count, width, height) for count in sorted(images))
     return tuple(shapes)

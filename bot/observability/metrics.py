@@ -187,9 +187,9 @@ class InstrumentedBackend:
         self._metrics.rendered(batch)
         return images
 
-    def warm_up(self, shapes: Sequence[WarmUpShape]) -> float:
+    def warm_up(self, shapes: Sequence[WarmUpShape], *, guidance: float, model: str) -> float:
         """Straight to the backend: warm-up renders are not members' images and are not counted."""
-        return warm_up(self._backend, shapes)
+        return warm_up(self._backend, shapes, guidance=guidance, model=model)
 
 
 class DiscordLogHandler(logging.Handler):

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
-from bot.domain.jobs import BatchKey, RenderMode
+from bot.domain.jobs import BatchKey, ModelKind, RenderMode
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +64,25 @@ class GenerationBackend(Protocol):
 
 @runtime_checkable
 class WarmsUp(Protocol):
-    def warm_up(self, shapes: Sequence[WarmUpShape]) -> float:
-        """Render each (images, width, height) once; returns the seconds spent."""
+    def warm_up(self, shapes: Sequence[WarmUpShape], *, guidance: float, model: str) -> float:
+        """Render each (images, width, height) once with `model`; returns the seconds spent."""
 
 
-def warm_up(backend: GenerationBackend, shapes: Sequence[WarmUpShape]) -> float:
+def warm_up(
+    backend: GenerationBackend,
+    shapes: Sequence[WarmUpShape],
+    *,
+    guidance: float = WARM_UP_GUIDANCE,
+    model: str = ModelKind.DEFAULT,
+) -> float:
     """Warm each shape up before jobs come: with the backend's own `warm_up` when it has one (diffusers:
-    short renders that compile each shape), else one short txt2img render per shape. Blocking."""
+    short renders that compile each shape), else one short txt2img render per shape. Blocking.
+    `guidance` > 1 takes the classifier-free guidance path (the UNet sees twice the images)."""
     if isinstance(backend, WarmsUp):
-        return backend.warm_up(shapes)
+        return backend.warm_up(shapes, guidance=guidance, model=model)
     started = time.perf_counter()
     for images, width, height in shapes:
-        key = BatchKey(RenderMode.TXT2IMG, width, height, WARM_UP_STEPS, WARM_UP_GUIDANCE, None)
+        key = BatchKey(RenderMode.TXT2IMG, width, height, WARM_UP_STEPS, guidance, None, model)
         tasks = [ImageTask(0, index, "warm-up", "", index) for index in range(images)]
         backend.render(RenderBatch(key, tasks), lambda step, total: True)
     elapsed = time.perf_counter() - started

@@ -150,3 +150,24 @@ async def test_a_size_never_served_stops_start_up_before_loading(tmp_path: Path)
     with pytest.raises(SettingsError, match="Setting WARM_UP_BUCKETS is invalid: 1000x1000 is not a size"):
         await ImagineApp.start(settings, backend=backend)
     assert not backend.loaded
+
+
+async def test_the_fast_model_is_warmed_too(tmp_path: Path) -> None:
+    """With FAST_MODEL set, the fast model's shapes follow the full model's: its own graphs, at its default
+    guidance (0: no classifier-free guidance), and MAX_BATCH_IMAGES as its budget (profiles measure the
+    full model only)."""
+    profile = tmp_path / "profile.json"
+    buckets = (BucketThroughput(64, 64, {4: 10.0, 8: 10.1}),)
+    profile.write_text(BatchProfile("cpu", "test", "tiny", "float32", "none", 2, 5.0, buckets).to_json())
+    settings = settings_for(
+        tmp_path, warm_up="on", warm_up_buckets="64x64", batch_profile=profile, fast_model="some/fast-unet"
+    )
+    backend = FakeBackend(native_resolution=64)
+    app, recorder = await start(settings, backend)
+    try:
+        await asyncio.wait_for(app.scheduler.wait_ready(), 10)
+    finally:
+        await app.close()
+    warmed = [(len(b.tasks), b.key.model, b.key.guidance) for b in backend.batches]
+    assert warmed == [(4, "default", 5.0), (4, "fast", 0.0), (8, "fast", 0.0)]
+    assert not any(call[4] for call in recorder.calls), "all before ready"
