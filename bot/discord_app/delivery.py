@@ -308,18 +308,29 @@ class DeliveryManager:
         return await channel.get_partial_message(delivery.message_id).edit(**edit)
 
     async def _find_posted(self, job_id: int, delivery: Delivery) -> discord.Message | None:
-        """The bot's own message for this job, if a send went through before a crash."""
+        """The bot's own message for this job, if a send went through before a crash.
+
+        The status message is left out: it carries the job's footer too, and when it is recent (a quick
+        job whose edit failed) it would be taken for the result, which would then never be posted.
+        """
         if delivery.attempted_at is None or self._client.user is None:
             return None
         bot_id = self._client.user.id
         marker = f"job #{job_id}"
         channel = self._client.get_partial_messageable(delivery.channel_id)
         since = delivery.attempted_at - timedelta(seconds=5)
-        with contextlib.suppress(discord.HTTPException):
+        try:
             async for message in channel.history(limit=50, after=since):
                 footers = [embed.footer.text or "" for embed in message.embeds]
-                if message.author.id == bot_id and any(footer.endswith(marker) for footer in footers):
+                if message.id == delivery.message_id or message.author.id != bot_id:
+                    continue
+                if any(footer.endswith(marker) for footer in footers):
                     return message
+        except discord.DiscordServerError:
+            # Not knowing is not "not posted": posting now could make a second copy. Retry later.
+            raise
+        except discord.HTTPException as error:
+            log.info("could not read the channel's history", extra={"job_id": job_id, "error": str(error)})
         return None
 
     def _lock(self, job_id: int) -> asyncio.Lock:

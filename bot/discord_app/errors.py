@@ -3,7 +3,9 @@
 Order of handling:
 1. `ImagineError` (bad input, a limit, not allowed, unknown job): its own message, ephemeral.
 2. `CheckFailure` from app commands (missing permissions, used outside a server): a plain explanation.
-3. Anything else: a reference id the member can give a moderator; the same id is in the log with the
+3. `DiscordServerError`: Discord itself answered 5xx past discord.py's retries (a button's answer could
+   not be edited in, say); nothing is wrong on our side, so the member is asked to try again.
+4. Anything else: a reference id the member can give a moderator; the same id is in the log with the
    traceback. The job's state is left to the store, which is never half-written.
 """
 
@@ -32,6 +34,11 @@ def describe(error: BaseException) -> tuple[str, bool]:
         return "Only moderators (Manage Server) can use this command.", True
     if isinstance(original, app_commands.CheckFailure):
         return "You can't use this command here.", True
+    if isinstance(original, discord.DiscordServerError):
+        return (
+            "Discord is having trouble right now and dropped my answer. Please try again in a moment.",
+            True,
+        )
     return "", False
 
 

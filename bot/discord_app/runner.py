@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -17,6 +18,8 @@ from bot.observability import (
     serve_observability,
 )
 from bot.settings import Settings, SettingsError
+
+RESTART_DELAYS = (1.0, 5.0, 15.0, 60.0)  # pauses before starting again after a 5xx at start, then every 60 s
 
 
 async def run_bot(settings: Settings, console: Console, *, render: bool = True) -> int:
@@ -52,19 +55,36 @@ async def _run(
             return 2
     apps.append(app)
     metrics.watch(app.scheduler, worker_up=lambda: scheduler_worker_up(app.scheduler))
-    bot = ImagineBot(app, guild_id=settings.discord_guild_id)
-    bot.delivery.on_delivered = metrics.delivered
+    restarts = 0
     try:
-        async with bot:
-            await bot.start(token)
-    except discord.LoginFailure:
-        console.print("[red]Discord rejected DISCORD_TOKEN: copy the token again from the Bot tab.[/red]")
-        return 2
-    except discord.PrivilegedIntentsRequired:
-        console.print(
-            "[red]Discord refused the gateway intents: enable them for the bot in the Developer Portal.[/red]"
-        )
-        return 2
+        while True:
+            bot = ImagineBot(app, guild_id=settings.discord_guild_id)
+            bot.delivery.on_delivered = metrics.delivered
+            try:
+                async with bot:
+                    await bot.start(token)
+                return 0
+            except discord.LoginFailure:
+                console.print(
+                    "[red]Discord rejected DISCORD_TOKEN: copy the token again from the Bot tab.[/red]"
+                )
+                return 2
+            except discord.PrivilegedIntentsRequired:
+                console.print(
+                    "[red]Discord refused the gateway intents: "
+                    "enable them for the bot in the Developer Portal.[/red]"
+                )
+                return 2
+            except discord.DiscordServerError as error:
+                # Logging in and syncing the commands go through discord.py's HTTP client, which retries a
+                # 500, 502 or 504 a few times but raises at once on a 503: an outage at start would end the
+                # process. Results wait in the store meanwhile, so start a fresh client after a pause.
+                delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
+                restarts += 1
+                console.print(
+                    f"[yellow]Discord answered {error.status} while the bot was starting; "
+                    f"trying again in {delay:g} s.[/yellow]"
+                )
+                await asyncio.sleep(delay)
     finally:
         await app.close()
-    return 0

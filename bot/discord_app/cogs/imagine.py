@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ANSWER_WITHIN = 2.0  # seconds to decide before deferring: Discord's deadline is 3
+REFUSAL_SECONDS = 30.0  # how long a note saying why a reaction did nothing stays
+OUTAGE_DELAYS = (1.0, 5.0)  # pauses before trying a request again that Discord answered 5xx
+
+T = TypeVar("T")
 
 VARIATION_EMOJIS = {"1️⃣": 0, "2️⃣": 1, "3️⃣": 2, "4️⃣": 3}
 SINGLE_VARIATION_EMOJI = "🔁"
@@ -179,21 +183,25 @@ class ImagineCog(commands.Cog):
             await interaction.response.send_message(str(error), ephemeral=True)
             return
         except TimeoutError:
-            callback = await interaction.response.defer(thinking=True)
+            answer = await _first_answer(interaction, interaction.response.defer(thinking=True))
             try:
                 job = await pending
             except ImagineError as error:
-                await interaction.edit_original_response(content=f"❌ {error}")
+                if answer is not None:  # else Discord already shows "The application did not respond"
+                    await interaction.edit_original_response(content=f"❌ {error}")
                 return
         else:
             info = self.bot.app.scheduler.queue_info(job.id)
-            callback = await interaction.response.send_message(
-                embed=presenters.queued_embed(job, info), view=cancel_view(job.id)
+            answer = await _first_answer(
+                interaction,
+                interaction.response.send_message(
+                    embed=presenters.queued_embed(job, info), view=cancel_view(job.id)
+                ),
             )
         await self.bot.delivery.track(
             job,
             channel_id=interaction.channel_id or 0,
-            message_id=callback.message_id if callback else None,
+            message_id=answer.message_id if answer else None,
             interaction=interaction,
         )
 
@@ -226,19 +234,79 @@ class ImagineCog(commands.Cog):
         try:
             job = await self.service.vary(reacting, job_id, index)
         except ImagineError as error:
-            await channel.send(
-                f"{mention} {error}",
+            await _refuse(channel, f"{mention} {error}", reference)
+            return
+        try:
+            status: discord.Message | None = await channel.send(
+                f"{mention} variations of image {index + 1} coming up.",
                 reference=reference,
-                delete_after=30,
                 allowed_mentions=discord.AllowedMentions(users=True),
             )
-            return
-        status = await channel.send(
-            f"{mention} variations of image {index + 1} coming up.",
-            reference=reference,
-            allowed_mentions=discord.AllowedMentions(users=True),
+        except discord.HTTPException as error:
+            # The job is queued already: without its status note, its result is posted as a new message
+            # (a 503 here, which discord.py does not retry, used to lose the job's result altogether).
+            log.warning(
+                "could not post a reaction's status note; the result will be posted instead",
+                extra={"job_id": job.id, "error": str(error)},
+            )
+            status = None
+        await self.bot.delivery.track(
+            job, channel_id=payload.channel_id, message_id=status.id if status is not None else None
         )
-        await self.bot.delivery.track(job, channel_id=payload.channel_id, message_id=status.id)
+
+
+async def _first_answer(
+    interaction: discord.Interaction[Any],
+    answer: Awaitable[discord.InteractionCallbackResponse[Any] | None],
+) -> discord.InteractionCallbackResponse[Any] | None:
+    """The first answer to an interaction whose job is queued already, or None when it never landed.
+
+    It fails for good when Discord answers 5xx past discord.py's retries, or when those retries (1 s, then
+    3 s) outlast the 3 s Discord allows (404 Unknown interaction). The job must not be lost with it: tracked
+    without a status message, its result is posted in the channel with a mention. Meanwhile the member sees
+    Discord's own "The application did not respond"; nothing more can be said through the interaction.
+    """
+    try:
+        return await answer
+    except discord.HTTPException as error:
+        log.warning(
+            "could not answer an interaction; its result will be posted in the channel",
+            extra={"interaction_id": interaction.id, "error": str(error)},
+        )
+        return None
+
+
+async def _refuse(
+    channel: discord.PartialMessageable, text: str, reference: discord.MessageReference
+) -> None:
+    """Tell a member why their reaction did nothing, in a note removed after `REFUSAL_SECONDS`.
+
+    discord.py raises at once on a 503 (and its `delete_after` swallows every error), so posting the note
+    and removing it are both tried again through a short outage.
+    """
+    try:
+        note = await _through_outages(
+            lambda: channel.send(
+                text, reference=reference, allowed_mentions=discord.AllowedMentions(users=True)
+            )
+        )
+        await asyncio.sleep(REFUSAL_SECONDS)
+        await _through_outages(note.delete)
+    except discord.NotFound:
+        pass  # removed already, by a moderator or with its channel
+    except discord.HTTPException as error:
+        log.info("could not show or remove a reaction's refusal", extra={"error": str(error)})
+
+
+async def _through_outages(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again after each of `OUTAGE_DELAYS` while Discord answers 5xx."""
+    for delay in OUTAGE_DELAYS:
+        try:
+            return await call()
+        except discord.DiscordServerError as error:
+            log.info("Discord answered %s; trying again in %g s", error.status, delay)
+            await asyncio.sleep(delay)
+    return await call()
 
 
 async def setup(bot: ImagineBot) -> None:
