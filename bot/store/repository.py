@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -19,16 +20,17 @@ from typing import Any, TypedDict, Unpack
 
 from PIL import Image
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Select,
     and_,
+    bindparam,
     case,
     delete,
     exists,
     false,
     func,
     insert,
-    literal,
     not_,
     null,
     select,
@@ -607,12 +609,14 @@ class JobStore:
         """
         _require_aware(since)
         async with self.reading() as session:
-            return int(await session.scalar(_quota_count(guild_id, user_id, since)) or 0)
+            statement = _quota_count_statement(in_guild=guild_id is not None)
+            params = {"guild_id": guild_id, "user_id": user_id, "since": since}
+            return int(await session.scalar(statement, params) or 0)
 
     async def active_jobs(self, user_id: int) -> int:
         """How many of the member's jobs are queued or running, in every guild."""
         async with self.reading() as session:
-            return int(await session.scalar(_active_count(user_id)) or 0)
+            return int(await session.scalar(_active_count(_USER), {"user_id": user_id}) or 0)
 
     async def admission_facts(self, guild_id: int | None, user_id: int, since: datetime) -> AdmissionFacts:
         """Everything the checks on a new job need (see create_job's `admit` to check and create at once)."""
@@ -643,22 +647,9 @@ class JobStore:
     ) -> AdmissionFacts:
         """The member's facts in one statement, joined with the guild's (cached) rules."""
         _require_aware(since)
-        banned: ColumnElement[bool] = false()
-        own_quota: Any = null()
-        if guild_id is not None:
-            banned = exists().where(BanRow.guild_id == guild_id, BanRow.user_id == user_id)
-            own_quota = (
-                select(QuotaOverrideRow.daily_quota)
-                .where(QuotaOverrideRow.guild_id == guild_id, QuotaOverrideRow.user_id == user_id)
-                .scalar_subquery()
-            )
-        statement = select(
-            _quota_count(guild_id, user_id, since).scalar_subquery(),
-            _active_count(user_id).scalar_subquery(),
-            banned,
-            own_quota,
-        )
-        used, active, is_banned, daily_quota = (await session.execute(statement)).one()
+        statement = _member_facts_statement(in_guild=guild_id is not None)
+        params = {"guild_id": guild_id, "user_id": user_id, "since": since}
+        used, active, is_banned, daily_quota = (await session.execute(statement, params)).one()
         return AdmissionFacts(
             guild=rules[0] if rules else None,
             daily_quota_override=daily_quota,
@@ -904,25 +895,58 @@ class JobStore:
         return statement.on_conflict_do_update(index_elements=list(keys), set_=values)
 
 
-def _quota_count(guild_id: int | None, user_id: int, since: datetime) -> Select[int]:
-    """Jobs counting against the quota since `since`, or since the member's usage reset if later."""
-    start: Any = literal(since, UTCDateTime())
-    if guild_id is not None:
+# The admission statements are built once, with these parameters bound at each execution: building and
+# keying a statement this size costs more than running it on SQLite.
+_GUILD = bindparam("guild_id", type_=BigInteger())
+_USER = bindparam("user_id", type_=BigInteger())
+_SINCE = bindparam("since", type_=UTCDateTime())
+
+
+@functools.cache
+def _member_facts_statement(*, in_guild: bool) -> Select[Any]:
+    """Quota used, jobs in flight, ban and own quota of the member (`guild_id`, `user_id`, `since`)."""
+    banned: ColumnElement[bool] = false()
+    own_quota: Any = null()
+    if in_guild:
+        banned = exists().where(BanRow.guild_id == _GUILD, BanRow.user_id == _USER)
+        own_quota = (
+            select(QuotaOverrideRow.daily_quota)
+            .where(QuotaOverrideRow.guild_id == _GUILD, QuotaOverrideRow.user_id == _USER)
+            .scalar_subquery()
+        )
+    return select(
+        _quota_count(_GUILD if in_guild else None).scalar_subquery(),
+        _active_count(_USER).scalar_subquery(),
+        banned,
+        own_quota,
+    )
+
+
+@functools.cache
+def _quota_count_statement(*, in_guild: bool) -> Select[int]:
+    return _quota_count(_GUILD if in_guild else None)
+
+
+def _quota_count(guild: Any | None) -> Select[int]:
+    """Jobs counting against the quota since `since`, or since the member's usage reset if later; in the
+    guild `guild` (a bound parameter), or outside any guild when None."""
+    start: Any = _SINCE
+    if guild is not None:
         reset_at = (
             select(QuotaOverrideRow.usage_reset_at)
-            .where(QuotaOverrideRow.guild_id == guild_id, QuotaOverrideRow.user_id == user_id)
+            .where(QuotaOverrideRow.guild_id == guild, QuotaOverrideRow.user_id == _USER)
             .scalar_subquery()
         )
         start = case((reset_at > start, reset_at), else_=start)
     guild_matches: ColumnElement[bool] = (
-        JobRow.guild_id.is_(None) if guild_id is None else JobRow.guild_id == guild_id
+        JobRow.guild_id.is_(None) if guild is None else JobRow.guild_id == guild
     )
     return (
         select(func.count())
         .select_from(JobRow)
         .where(
             guild_matches,
-            JobRow.user_id == user_id,
+            JobRow.user_id == _USER,
             JobRow.created_at >= start,
             JobRow.state != JobState.FAILED.value,
             not_(and_(JobRow.state == JobState.CANCELLED.value, JobRow.started_at.is_(None))),
@@ -930,11 +954,11 @@ def _quota_count(guild_id: int | None, user_id: int, since: datetime) -> Select[
     )
 
 
-def _active_count(user_id: int) -> Select[int]:
+def _active_count(user: Any) -> Select[int]:
     return (
         select(func.count())
         .select_from(JobRow)
-        .where(JobRow.user_id == user_id, JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+        .where(JobRow.user_id == user, JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
     )
 
 
