@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +118,32 @@ def harness(fake_discord: FakeDiscord, tiny_backend: Any, tmp_path: Path) -> Har
         daily_quota=20,
     )
     return Harness(fake_discord, settings, tiny_backend, guild, channel, alice, bob, mod)
+
+
+class FaultsAfterRender:
+    """The tiny pipeline; `arm(inject)` makes the next finished batch run `inject` on the event loop
+    before its result reaches the scheduler, so the faults it sets up hit that result's delivery."""
+
+    def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner, self.loop = inner, loop
+        self._inject: Callable[[], None] | None = None
+
+    def arm(self, inject: Callable[[], None]) -> None:
+        self._inject = inject
+
+    @property
+    def native_resolution(self) -> int:
+        return int(self.inner.native_resolution)
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
+        rendered = self.inner.render(batch, on_step)
+        if self._inject is not None:
+            inject, self._inject = self._inject, None
+            self.loop.call_soon_threadsafe(inject)
+        return rendered
 
 
 class GatedBackend:

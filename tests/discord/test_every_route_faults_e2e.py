@@ -38,9 +38,8 @@ from rich.console import Console
 
 import bot.discord_app.delivery as delivery_module
 import bot.discord_app.runner as runner_module
-from bot.scheduler.backend import RenderBatch, StepCallback
 from bot.store.deliveries import DeliveryStore
-from tests.discord.conftest import Harness, custom_ids, gated
+from tests.discord.conftest import FaultsAfterRender, Harness, custom_ids, gated
 from tests.fake_discord import FakeDiscord, FakeMessage, InteractionHandle
 from tests.fake_discord.routing import RoutePattern
 
@@ -130,32 +129,6 @@ def loaded_cog(harness: Harness) -> ModuleType:
     cog = harness.bot.get_cog("ImagineCog")
     assert cog is not None
     return sys.modules[type(cog).__module__]
-
-
-class FaultsAfterRender:
-    """The tiny pipeline; `arm(inject)` makes the next finished batch run `inject` on the event loop
-    before its result reaches the scheduler, so the faults it sets up hit that result's delivery."""
-
-    def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self.inner, self.loop = inner, loop
-        self._inject: Callable[[], None] | None = None
-
-    def arm(self, inject: Callable[[], None]) -> None:
-        self._inject = inject
-
-    @property
-    def native_resolution(self) -> int:
-        return int(self.inner.native_resolution)
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
-        rendered = self.inner.render(batch, on_step)
-        if self._inject is not None:
-            inject, self._inject = self._inject, None
-            self.loop.call_soon_threadsafe(inject)
-        return rendered
 
 
 async def grid_of(fake: FakeDiscord, handle: InteractionHandle, timeout: float = 30.0) -> FakeMessage:  # noqa: ASYNC109

@@ -11,8 +11,7 @@ from typing import Any
 import discord.webhook.async_ as webhook_module
 import pytest
 
-from bot.scheduler.backend import RenderBatch, StepCallback
-from tests.discord.conftest import Harness, custom_ids, gated
+from tests.discord.conftest import FaultsAfterRender, Harness, custom_ids, gated
 from tests.fake_discord import FakeMessage, InteractionHandle
 
 WEBHOOK_EDIT = "PATCH /webhooks/{application_id}/{token}/messages/{message_id}"
@@ -40,28 +39,6 @@ class _QuickSleep:
         return await asyncio.sleep(min(delay, 0.01), result)
 
 
-class FaultAfterRender:
-    """The tiny pipeline; once a batch has rendered, `inject` runs on the event loop before the result
-    reaches the scheduler, so the faults it sets up hit the delivery of that result."""
-
-    def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop, inject: Any) -> None:
-        self.inner, self.loop, self.inject = inner, loop, inject
-
-    @property
-    def native_resolution(self) -> int:
-        return int(self.inner.native_resolution)
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
-        rendered = self.inner.render(batch, on_step)
-        if self.inject is not None:
-            inject, self.inject = self.inject, None
-            self.loop.call_soon_threadsafe(inject)
-        return rendered
-
-
 async def test_server_errors_on_the_result_edit_still_deliver_once(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -73,7 +50,8 @@ async def test_server_errors_on_the_result_edit_still_deliver_once(
         harness.fake.inject_error(WEBHOOK_EDIT, status=500, times=3)
         harness.fake.inject_error(WEBHOOK_EDIT, status=502, times=3)
 
-    harness.backend = FaultAfterRender(harness.backend, asyncio.get_running_loop(), inject)
+    harness.backend = FaultsAfterRender(harness.backend, asyncio.get_running_loop())
+    harness.backend.arm(inject)
     async with harness.running():
         handle = await harness.slash(harness.alice, "imagine", {"prompt": "a fox in a storm"})
         message = await harness.result_of(handle, timeout=30)
