@@ -145,7 +145,10 @@ class FairBatchPolicy:
         if user_id is None:
             return False
         member = self._members[user_id]
-        member.queue = deque(entry for entry in member.queue if entry.job_id != job_id)
+        if member.queue[0].job_id == job_id:
+            member.queue.popleft()  # the usual case: a batch takes each member's oldest jobs
+        else:
+            member.queue = deque(entry for entry in member.queue if entry.job_id != job_id)
         if served:
             self._turn += 1
             member.last_turn = self._turn
