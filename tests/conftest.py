@@ -9,6 +9,14 @@ import pytest
 from tests.postgres import pg_url, private_postgres  # noqa: F401  (fixtures)
 
 
+@pytest.fixture(autouse=True)
+def _no_batch_profile_from_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read ./data/batch-profile.json when it exists (the README has operators write it there);
+    tests must not change with a profile measured in the developer's checkout. Tests of BATCH_PROFILE
+    set or remove the variable themselves."""
+    monkeypatch.setenv("BATCH_PROFILE", "none")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight SDXL pipeline folder (64 px native), built once per test session."""
