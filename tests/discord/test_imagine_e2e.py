@@ -9,8 +9,10 @@ import re
 import pytest
 from PIL import Image
 
+from bot.store import database
 from tests.discord.conftest import GatedBackend, Harness, custom_ids
 from tests.fake_discord import FakeMessage
+from tests.store.test_busy import db_path, write_locked
 
 
 async def test_imagine_posts_a_grid_with_buttons(harness: Harness) -> None:
@@ -259,4 +261,27 @@ async def test_unexpected_error_gives_a_reference_that_is_in_the_log(
         assert len(logged) == 1
         assert logged[0].exc_info is not None
         assert "the quota table is on fire" not in reply.content
+    assert not harness.fake.limit_violations
+
+
+async def test_a_database_that_does_not_answer_gets_a_try_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database locked past its busy timeout (or a PostgreSQL restart, tests/test_postgres_restart.py):
+    the member is told privately to try again, nothing is queued, and the next try goes through."""
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    async with harness.running():
+        assert harness.app is not None
+        with write_locked(db_path(harness.settings.database_url), 2.0):
+            handle = await harness.slash(harness.alice, "imagine", {"prompt": "a fox in the fog"})
+            await handle.wait_response()  # answered once the store gives up (0.2 s here)
+            [reply] = handle.ephemeral_messages
+            assert "try again in a moment" in reply.content
+        assert await harness.app.store.list_jobs() == []
+        again = await harness.slash(harness.alice, "imagine", {"prompt": "a fox in the fog"})
+        await again.wait_response()
+        grid = await harness.fake.wait_for_message(
+            lambda m: m.id == again.original_message_id and bool(m.attachments), 30
+        )
+        assert custom_ids(grid)[0].startswith("ib:u:")
     assert not harness.fake.limit_violations
