@@ -14,6 +14,7 @@ from bot.scheduler.backend import ImageTask, RenderBatch
 from inference import fast as fast_module
 from inference.pipeline import DiffusersBackend
 from inference.tiny import FAST_LORA_FILE, FAST_UNET_FILE
+from tests.inference.images import pixels
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
@@ -30,10 +31,6 @@ def tasks(count: int = 4, *, source: Image.Image | None = None) -> list[ImageTas
         ImageTask(1 + index // 2, index, PROMPTS[index], negative_prompt="", seed=7 + index, source=source)
         for index in range(count)
     ]
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def render(backend: DiffusersBackend, key: BatchKey, batch: list[ImageTask]) -> list[Image.Image]:

@@ -22,6 +22,7 @@ from bot.settings import load_settings
 from inference.optimize import RECOMPILE_LIMIT, Optimizations, apply
 from inference.pipeline import DiffusersBackend
 from inference.tiny import make_tiny_pipeline
+from tests.inference.images import always, pixels
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
@@ -47,14 +48,6 @@ def tasks(count: int = 3, *, source: Image.Image | None = None) -> list[ImageTas
         )
         for index in range(count)
     ]
-
-
-def always(step: int, total: int) -> bool:
-    return True
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 @pytest.fixture(scope="module")

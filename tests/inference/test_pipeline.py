@@ -14,6 +14,7 @@ from bot.domain.jobs import BatchKey, RenderMode
 from bot.scheduler.backend import ImageTask, RenderBatch
 from inference.pipeline import DiffusersBackend, img2img_schedule_steps
 from inference.tiny import make_tiny_pipeline, make_tokenizer
+from tests.inference.images import always, pixels
 
 # diffusers' Euler scheduler calls np.array on a tensor in a way NumPy 2 deprecates; not our code.
 pytestmark = pytest.mark.filterwarnings(
@@ -37,14 +38,6 @@ def tasks(count: int = 4, *, seed: int = 1000, source: Image.Image | None = None
         )
         for index in range(count)
     ]
-
-
-def always(step: int, total: int) -> bool:
-    return True
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def render(backend: DiffusersBackend, key: BatchKey, batch_tasks: list[ImageTask]) -> list[Image.Image]:

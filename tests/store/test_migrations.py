@@ -6,12 +6,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
-from sqlalchemy.engine import Connection
 
 from bot.domain.clock import FakeClock
 from bot.domain.jobs import JobKind
@@ -20,19 +14,9 @@ from bot.store.database import MIGRATIONS_DIR
 from bot.store.models import Base
 
 from .factories import make_images, make_spec
+from .schema import schema_diff, table_names
 
 REPO_ROOT = MIGRATIONS_DIR.parent
-
-
-def _schema_diff(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "compare_server_default": True}
-    )
-    return list(compare_metadata(context, Base.metadata))
-
-
-def _tables(connection: Connection) -> set[str]:
-    return set(inspect(connection).get_table_names())
 
 
 async def test_upgrade_builds_the_models_schema(db_url: str) -> None:
@@ -41,8 +25,8 @@ async def test_upgrade_builds_the_models_schema(db_url: str) -> None:
     engine = create_engine(db_url)
     try:
         async with engine.connect() as connection:
-            assert await connection.run_sync(_schema_diff) == []
-            tables = await connection.run_sync(_tables)
+            assert await connection.run_sync(schema_diff) == []
+            tables = await connection.run_sync(table_names)
         assert await schema_is_current(engine)
     finally:
         await engine.dispose()
@@ -86,7 +70,7 @@ async def test_downgrade_to_base_with_data(db_url: str, tmp_path: Path) -> None:
     engine = create_engine(db_url)
     try:
         async with engine.connect() as connection:
-            assert await connection.run_sync(_tables) == {"alembic_version"}
+            assert await connection.run_sync(table_names) == {"alembic_version"}
         assert not await schema_is_current(engine)
         await migrate(db_url)
         assert await schema_is_current(engine)

@@ -11,13 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
-from sqlalchemy.engine import Connection
 
 from bot.domain.clock import FakeClock
 from bot.domain.errors import InvalidTransition
@@ -32,10 +27,10 @@ from bot.store import (
     migrate,
     schema_is_current,
 )
-from bot.store.models import Base
 from tests.postgres import _reachable_server
 
 from .factories import make_images, make_spec
+from .schema import schema_diff, table_names
 
 
 @pytest.fixture
@@ -43,17 +38,6 @@ async def pg_store(pg_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterat
     store = await JobStore.open(pg_url, tmp_path / "images", clock)
     yield store
     await store.close()
-
-
-def _schema_diff(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "compare_server_default": True}
-    )
-    return list(compare_metadata(context, Base.metadata))
-
-
-def _tables(connection: Connection) -> set[str]:
-    return set(inspect(connection).get_table_names())
 
 
 async def test_unreachable_server_skips_locally_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +57,7 @@ async def test_migrations(pg_url: str, tmp_path: Path) -> None:
     engine = create_engine(pg_url)
     try:
         async with engine.connect() as connection:
-            assert await connection.run_sync(_schema_diff) == []
+            assert await connection.run_sync(schema_diff) == []
         assert await schema_is_current(engine)
 
         store = JobStore(engine, ImageFiles(tmp_path), FakeClock())
@@ -86,7 +70,7 @@ async def test_migrations(pg_url: str, tmp_path: Path) -> None:
 
         await downgrade(pg_url, "base")
         async with engine.connect() as connection:
-            assert await connection.run_sync(_tables) == {"alembic_version"}
+            assert await connection.run_sync(table_names) == {"alembic_version"}
         await migrate(pg_url)
         assert await schema_is_current(engine)
     finally:
