@@ -111,7 +111,6 @@ class ImagineService:
             parent=parent,
             source_image_id=parent.spec.source_image_id,
             strength=parent.spec.strength,
-            model=self._model_of(parent),
         )
 
     async def vary(self, requester: Requester, job_id: int, index: int) -> Job:
@@ -130,7 +129,6 @@ class ImagineService:
             parent=parent,
             source_image_id=image.id,
             strength=self.generation.variation_strength,
-            model=self._model_of(parent),
         )
 
     async def upscale(self, requester: Requester, job_id: int, index: int) -> Job:
@@ -148,7 +146,6 @@ class ImagineService:
             parent=parent,
             source_image_id=image.id,
             strength=self.generation.upscale_strength,
-            model=self._model_of(parent),
         )
 
     async def check_may_use(self, requester: Requester, job_id: int) -> Job:
@@ -242,6 +239,9 @@ class ImagineService:
         strength: float | None = None,
         model: ModelKind = ModelKind.DEFAULT,
     ) -> Job:
+        """Queue a job. A follow-up (`parent` given) always uses its parent's model."""
+        if parent is not None:
+            model = self._model_of(parent)
         if model is ModelKind.FAST and not self.fast_available:
             raise InvalidRequest(FAST_UNAVAILABLE, field="fast")
         spec = JobSpec(
