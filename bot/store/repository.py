@@ -12,7 +12,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -144,24 +144,16 @@ class JobStore:
         (1, 2, 5, 10… ms); queueing writers of this process here instead costs nothing. Other processes
         still wait through busy_timeout. PostgreSQL writers run concurrently.
         """
-        try:
+        with _unreachable_when_connection_lost():
             async with self._write_turn, self._sessions.begin() as session:
                 yield session
-        except Exception as error:
-            if lost_connection(error):
-                raise DatabaseUnreachable() from error
-            raise
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """A unit of work that only reads (on SQLite it never waits for a writer)."""
-        try:
+        with _unreachable_when_connection_lost():
             async with self._read_sessions.begin() as session:
                 yield session
-        except Exception as error:
-            if lost_connection(error):
-                raise DatabaseUnreachable() from error
-            raise
 
     async def __aenter__(self) -> JobStore:
         return self
@@ -960,6 +952,18 @@ def _active_count(user: Any) -> Select[int]:
         .select_from(JobRow)
         .where(JobRow.user_id == user, JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
     )
+
+
+@contextlib.contextmanager
+def _unreachable_when_connection_lost() -> Iterator[None]:
+    """A lost or unopenable database connection becomes DatabaseUnreachable (a message for the member);
+    any other error is left as it is."""
+    try:
+        yield
+    except Exception as error:
+        if lost_connection(error):
+            raise DatabaseUnreachable() from error
+        raise
 
 
 def _stored_word(word: str) -> str:
