@@ -77,6 +77,24 @@ async def start(
     return app, recorder
 
 
+async def started_until_ready(settings: Settings, backend: FakeBackend) -> Recorder:
+    """Start the app, wait until it reports ready (warm-up done), stop it; what the backend saw."""
+    app, recorder = await start(settings, backend)
+    try:
+        await asyncio.wait_for(app.scheduler.wait_ready(), 10)
+    finally:
+        await app.close()
+    return recorder
+
+
+def profile_best_at_4(tmp_path: Path) -> Path:
+    """A profile in which 64² is measured best at 4 images a call (8 is within 3 %)."""
+    profile = tmp_path / "profile.json"
+    buckets = (BucketThroughput(64, 64, {4: 10.0, 8: 10.1}),)
+    profile.write_text(BatchProfile("cpu", "test", "tiny", "float32", "none", 2, 5.0, buckets).to_json())
+    return profile
+
+
 async def test_every_shape_is_warmed_before_ready_and_before_the_first_job(tmp_path: Path) -> None:
     """64² serves 4-image jobs (calls of 4 and 8 under MAX_BATCH_IMAGES=8), its upscale size 128² serves
     1-image jobs (calls of 1 to 8); all ten render once before /readyz turns ready and the queued job runs."""
@@ -105,16 +123,10 @@ async def test_every_shape_is_warmed_before_ready_and_before_the_first_job(tmp_p
 
 async def test_the_profile_budget_decides_the_warmed_batch_sizes(tmp_path: Path) -> None:
     """With 64² measured best at 4 images, no call of 8 is ever formed there, so none is warmed."""
-    profile = tmp_path / "profile.json"
-    buckets = (BucketThroughput(64, 64, {4: 10.0, 8: 10.1}),)
-    profile.write_text(BatchProfile("cpu", "test", "tiny", "float32", "none", 2, 5.0, buckets).to_json())
+    profile = profile_best_at_4(tmp_path)
     settings = settings_for(tmp_path, warm_up="on", warm_up_buckets="64x64", batch_profile=profile)
     backend = FakeBackend(native_resolution=64)
-    app, recorder = await start(settings, backend)
-    try:
-        await asyncio.wait_for(app.scheduler.wait_ready(), 10)
-    finally:
-        await app.close()
+    recorder = await started_until_ready(settings, backend)
     assert [call[:3] for call in recorder.calls] == [(4, 64, 64)]
 
 
@@ -122,11 +134,7 @@ async def test_compile_on_warms_every_served_size_by_default(tmp_path: Path) -> 
     """COMPILE=on turns the warm-up on (WARM_UP=auto): 5 distinct sizes at 64 px and their 5 doubles."""
     settings = settings_for(tmp_path, compile="on", max_batch_images=4)
     backend = FakeBackend(native_resolution=64)
-    app, recorder = await start(settings, backend)
-    try:
-        await asyncio.wait_for(app.scheduler.wait_ready(), 10)
-    finally:
-        await app.close()
+    recorder = await started_until_ready(settings, backend)
     sizes = {call[1:3] for call in recorder.calls}
     assert len(sizes) == 10
     assert len(recorder.calls) == 5 * 1 + 5 * 4  # 4-image calls at the buckets; 1..4 at the upscale sizes
@@ -135,11 +143,7 @@ async def test_compile_on_warms_every_served_size_by_default(tmp_path: Path) -> 
 async def test_no_warm_up_by_default(tmp_path: Path) -> None:
     """COMPILE and WARM_UP at their defaults: the model loads and the scheduler is ready, nothing rendered."""
     backend = FakeBackend(native_resolution=64)
-    app, recorder = await start(settings_for(tmp_path), backend)
-    try:
-        await asyncio.wait_for(app.scheduler.wait_ready(), 10)
-    finally:
-        await app.close()
+    recorder = await started_until_ready(settings_for(tmp_path), backend)
     assert recorder.calls == []
 
 
@@ -156,18 +160,12 @@ async def test_the_fast_model_is_warmed_too(tmp_path: Path) -> None:
     """With FAST_MODEL set, the fast model's shapes follow the full model's: its own graphs, at its default
     guidance (0: no classifier-free guidance), and MAX_BATCH_IMAGES as its budget (profiles measure the
     full model only)."""
-    profile = tmp_path / "profile.json"
-    buckets = (BucketThroughput(64, 64, {4: 10.0, 8: 10.1}),)
-    profile.write_text(BatchProfile("cpu", "test", "tiny", "float32", "none", 2, 5.0, buckets).to_json())
+    profile = profile_best_at_4(tmp_path)
     settings = settings_for(
         tmp_path, warm_up="on", warm_up_buckets="64x64", batch_profile=profile, fast_model="some/fast-unet"
     )
     backend = FakeBackend(native_resolution=64)
-    app, recorder = await start(settings, backend)
-    try:
-        await asyncio.wait_for(app.scheduler.wait_ready(), 10)
-    finally:
-        await app.close()
+    recorder = await started_until_ready(settings, backend)
     warmed = [(len(b.tasks), b.key.model, b.key.guidance) for b in backend.batches]
     assert warmed == [(4, "default", 5.0), (4, "fast", 0.0), (8, "fast", 0.0)]
     assert not any(call[4] for call in recorder.calls), "all before ready"
