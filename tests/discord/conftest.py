@@ -120,16 +120,11 @@ def harness(fake_discord: FakeDiscord, tiny_backend: Any, tmp_path: Path) -> Har
     return Harness(fake_discord, settings, tiny_backend, guild, channel, alice, bob, mod)
 
 
-class FaultsAfterRender:
-    """The tiny pipeline; `arm(inject)` makes the next finished batch run `inject` on the event loop
-    before its result reaches the scheduler, so the faults it sets up hit that result's delivery."""
+class WrappedBackend:
+    """Another backend (the tiny pipeline) with the same model; subclasses change how `render` runs."""
 
-    def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self.inner, self.loop = inner, loop
-        self._inject: Callable[[], None] | None = None
-
-    def arm(self, inject: Callable[[], None]) -> None:
-        self._inject = inject
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
     @property
     def native_resolution(self) -> int:
@@ -139,32 +134,41 @@ class FaultsAfterRender:
         self.inner.load()
 
     def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
-        rendered = self.inner.render(batch, on_step)
+        return self.inner.render(batch, on_step)
+
+
+class FaultsAfterRender(WrappedBackend):
+    """The tiny pipeline; `arm(inject)` makes the next finished batch run `inject` on the event loop
+    before its result reaches the scheduler, so the faults it sets up hit that result's delivery."""
+
+    def __init__(self, inner: Any, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(inner)
+        self.loop = loop
+        self._inject: Callable[[], None] | None = None
+
+    def arm(self, inject: Callable[[], None]) -> None:
+        self._inject = inject
+
+    def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
+        rendered = super().render(batch, on_step)
         if self._inject is not None:
             inject, self._inject = self._inject, None
             self.loop.call_soon_threadsafe(inject)
         return rendered
 
 
-class GatedBackend:
+class GatedBackend(WrappedBackend):
     """The tiny pipeline, holding every batch at the door until the test opens the gate."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.gate = threading.Event()
         self.entered = threading.Event()
-
-    @property
-    def native_resolution(self) -> int:
-        return int(self.inner.native_resolution)
-
-    def load(self) -> None:
-        self.inner.load()
 
     def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
         self.entered.set()
         self.gate.wait(timeout=30)
-        return self.inner.render(batch, on_step)
+        return super().render(batch, on_step)
 
     async def until_held(self) -> None:
         """Wait (off the event loop) until a batch is waiting at the gate."""
