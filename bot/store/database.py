@@ -181,10 +181,9 @@ def _create_engine(url: str | URL, *, sqlite_foreign_keys: bool, **kwargs: Any) 
                 f"Can't create the folder for the database {path}: {error.strerror or error}."
             ) from error
     try:
-        # One thread round trip per statement instead of four (bot/store/sqlite_driver.py).
-        engine = create_async_engine(
-            parsed, connect_args={"async_creator_fn": sqlite_driver.connect}, **kwargs
-        )
+        # Statements run on the event loop's thread; lock waits are awaited (bot/store/sqlite_driver.py).
+        connect = sqlite_driver.connector(lock_patience=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        engine = create_async_engine(parsed, connect_args={"async_creator_fn": connect}, **kwargs)
     except (ArgumentError, NoSuchModuleError) as error:
         raise StoreUnavailable(f"Can't use the database {describe_url(parsed)}: {error}") from error
     _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
@@ -195,18 +194,17 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     """Pragmas on every new connection, and real transactions.
 
     The sqlite3 module only opens a transaction before DML, so a SELECT that decides an UPDATE would run
-    outside it and DDL would commit piecemeal. Instead the driver runs in autocommit mode and we emit
-    BEGIN ourselves: BEGIN IMMEDIATE for units of work that may write, so they take the write lock up
-    front (waiting up to busy_timeout) and can never fail upgrading a read lock to a write lock; a plain
+    outside it and DDL would commit piecemeal. Instead the driver opens connections in autocommit mode and
+    we emit BEGIN ourselves: BEGIN IMMEDIATE for units of work that may write, so they take the write lock
+    up front (waiting up to SQLITE_BUSY_TIMEOUT_MS for another process's) and can never fail upgrading a
+    read lock to a write lock; a plain
     BEGIN for those marked READ_ONLY, which in WAL mode read a snapshot without blocking anyone.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")

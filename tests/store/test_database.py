@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from bot.store import JobStore, StoreUnavailable, create_engine, migrate
+from bot.store import JobStore, StoreUnavailable, create_engine, migrate, sqlite_driver
 from bot.store.database import describe_url
 
 from .factories import make_spec
 
 
 async def test_sqlite_pragmas(db_url: str) -> None:
-    """WAL, synchronous=NORMAL, a busy timeout and foreign keys on every connection."""
+    """WAL, synchronous=NORMAL, foreign keys, and a busy wait short enough to run on the event loop (longer
+    waits for another process's lock are awaited: tests/store/test_busy.py) on every connection."""
     await migrate(db_url)
     engine = create_engine(db_url)
     try:
@@ -28,7 +28,12 @@ async def test_sqlite_pragmas(db_url: str) -> None:
             }
     finally:
         await engine.dispose()
-    assert pragmas == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 5000, "foreign_keys": 1}
+    assert pragmas == {
+        "journal_mode": "wal",
+        "synchronous": 1,
+        "busy_timeout": sqlite_driver.BUSY_WAIT_MS,
+        "foreign_keys": 1,
+    }
 
 
 async def test_creates_the_database_folder(tmp_path: Path) -> None:
@@ -69,16 +74,6 @@ async def test_unopenable_sqlite_file(tmp_path: Path) -> None:
     (tmp_path / "folder.db").mkdir()
     with pytest.raises(StoreUnavailable, match="Can't open the database"):
         await migrate(f"sqlite+aiosqlite:///{tmp_path / 'folder.db'}")
-    await _aiosqlite_threads_stopped()
-
-
-async def _aiosqlite_threads_stopped() -> None:
-    """After a failed connect aiosqlite stops its worker thread without waiting for it; if the loop closes
-    first, the thread reports "Event loop is closed". Give it a moment."""
-    for _ in range(100):
-        if not any("_connection_worker_thread" in thread.name for thread in threading.enumerate()):
-            return
-        await asyncio.sleep(0.01)
 
 
 async def test_database_folder_that_cannot_be_made(tmp_path: Path) -> None:

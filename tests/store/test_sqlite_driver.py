@@ -1,7 +1,12 @@
-"""The one-hop aiosqlite cursor under SQLAlchemy: the same answers as sqlite3, one thread call a statement."""
+"""The inline SQLite connection under SQLAlchemy: the same answers as sqlite3, every statement on the
+event loop's thread, and another process's write lock awaited without blocking the loop."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,10 +27,10 @@ async def engine(tmp_path: Path) -> AsyncEngine:
     await engine.dispose()
 
 
-async def test_the_store_engine_uses_the_one_hop_connection(engine: AsyncEngine) -> None:
+async def test_the_store_engine_uses_the_inline_connection(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
-        assert isinstance(raw.driver_connection, sqlite_driver.OneHopConnection)
+        assert isinstance(raw.driver_connection, sqlite_driver.InlineConnection)
 
 
 async def test_rows_counts_and_ids_are_what_sqlite_reports(engine: AsyncEngine) -> None:
@@ -68,19 +73,63 @@ async def test_errors_come_through_as_sqlalchemy_errors_and_roll_back(engine: As
         assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar() == 0
 
 
-async def test_a_statement_is_one_call_into_the_connection_thread(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[str] = []
-    run = sqlite_driver.OneHopConnection.run
-
-    async def counted(self: sqlite_driver.OneHopConnection, function: object, *args: object) -> object:
-        calls.append(str(args[0]))
-        return await run(self, function, *args)
-
-    monkeypatch.setattr(sqlite_driver.OneHopConnection, "run", counted)
+async def test_statements_run_on_the_event_loops_thread(engine: AsyncEngine) -> None:
+    ran_on: set[int] = set()
     async with engine.begin() as connection:
-        calls.clear()
+        raw = await connection.get_raw_connection()
+        sqlite = raw.driver_connection._conn  # type: ignore[union-attr]
+        sqlite.set_trace_callback(lambda _sql: ran_on.add(threading.get_ident()))
         await connection.execute(text("INSERT INTO t (name) VALUES ('y') RETURNING id"))
         await connection.execute(text("SELECT * FROM t"))
-    assert calls == ["INSERT INTO t (name) VALUES ('y') RETURNING id", "SELECT * FROM t"]
+    sqlite.set_trace_callback(None)
+    assert ran_on == {threading.get_ident()}
+
+
+async def test_another_process_lock_is_awaited_while_the_loop_runs_on(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A writer that meets another connection's write lock waits for it with asyncio.sleep: the event
+    loop keeps running meanwhile, and the write goes through once the lock is free."""
+    holder = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.4, holder.execute, "COMMIT")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (name) VALUES ('after the lock')"))
+    finally:
+        ticker.cancel()
+        holder.close()
+    waited = time.monotonic() - started
+    assert 0.35 <= waited < 2.0
+    assert ticks >= 15, f"the loop ran only {ticks} times in {waited:.2f} s"
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT name FROM t"))).scalars().all() == ["after the lock"]
+
+
+async def test_a_lock_held_past_the_patience_fails_as_locked(tmp_path: Path) -> None:
+    connect = sqlite_driver.connector(lock_patience=0.1)
+    path = tmp_path / "patience.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        connection = await connect(path)
+        cursor = connection.cursor()
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await cursor.execute("BEGIN IMMEDIATE")
+        assert 0.1 <= time.monotonic() - started < 1.0
+        await connection.close()
+        await connection.close()  # closing twice is fine
+    finally:
+        holder.close()
