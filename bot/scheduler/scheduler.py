@@ -24,7 +24,8 @@ from bot.domain.estimates import DurationEstimator
 from bot.domain.jobs import NEEDS_SOURCE_IMAGE, Job, JobState
 from bot.scheduler.backend import GenerationBackend, ImageTask, RenderBatch
 from bot.scheduler.events import JobUpdate, QueueInfo
-from bot.store.records import JobResult, Lease
+from bot.store.errors import DatabaseUnreachable
+from bot.store.records import Completion, JobResult, Lease
 from bot.store.repository import JobStore
 
 log = logging.getLogger(__name__)
@@ -476,8 +477,7 @@ class GpuScheduler:
             for job in jobs
         ]
         try:
-            owner = self._shared.worker if self._shared is not None else None
-            completions = await self._store.complete_jobs(results, owner=owner)
+            completions = await self._store_results(results)
         except OSError as error:
             log.exception("could not save images", extra={"job_ids": [job.id for job in jobs]})
             reason = f"I made the images but couldn't save them ({error.strerror or error})."
@@ -498,6 +498,20 @@ class GpuScheduler:
                 continue
             self._emit(JobUpdate(final.id, final.state, error=final.error))
             self._resolve(final)
+
+    async def _store_results(self, results: Sequence[JobResult]) -> list[Completion]:
+        """Store rendered results; while the database is unreachable (a restart) they are kept in hand and
+        stored once it answers again, rather than failing jobs whose images are made."""
+        owner = self._shared.worker if self._shared is not None else None
+        while True:
+            try:
+                return await self._store.complete_jobs(results, owner=owner)
+            except DatabaseUnreachable:
+                log.warning(
+                    "the database is unreachable; storing the rendered batch again in a moment",
+                    extra={"job_ids": [result.job_id for result in results]},
+                )
+                await asyncio.sleep(STORE_RETRY_SECONDS)
 
     async def _fail(self, job_ids: Sequence[int], reason: str) -> None:
         for job_id in job_ids:

@@ -16,6 +16,7 @@ from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
 from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
+from bot.store.errors import DatabaseUnreachable
 from bot.store.repository import JobStore
 from tests.fakes import FakeBackend, seed_colour
 
@@ -314,6 +315,33 @@ async def test_the_loop_survives_a_store_outage(
         assert job.state is JobState.SUCCEEDED
         assert failures == 0
         assert scheduler.is_running
+    finally:
+        await scheduler.stop()
+
+
+async def test_rendered_results_are_kept_until_the_database_answers_again(
+    store: JobStore, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database is unreachable when a rendered batch is stored (a restart): the job is not failed;
+    its images are stored once the database answers, and nothing is rendered twice."""
+    monkeypatch.setattr("bot.scheduler.scheduler.STORE_RETRY_SECONDS", 0.01)
+    complete_jobs = store.complete_jobs
+    failures = 3
+
+    async def unreachable_at_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise DatabaseUnreachable()
+        return await complete_jobs(*args, **kwargs)
+
+    monkeypatch.setattr(store, "complete_jobs", unreachable_at_first)
+    scheduler = await started(store, backend)
+    try:
+        job = await finished(scheduler, await submit(store, scheduler, spec()))
+        assert (job.state, job.error, failures) == (JobState.SUCCEEDED, None, 0)
+        assert len(await store.job_images(job.id)) == 4
+        assert len(backend.batches) == 1
     finally:
         await scheduler.stop()
 
