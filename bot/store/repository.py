@@ -38,6 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import BindParameter
 
 from bot.domain.clock import Clock
 from bot.domain.errors import InvalidTransition, JobNotFound
@@ -176,7 +178,7 @@ class JobStore:
         rules = None
         if admit is not None and spec.guild_id is not None:
             rules = await self.guild_rules(spec.guild_id)  # cached: read outside the write transaction
-        row = JobRow(
+        values = dict(
             kind=spec.kind.value,
             state=JobState.QUEUED.value,
             user_id=spec.user_id,
@@ -195,10 +197,7 @@ class JobStore:
             strength=spec.strength,
             model=spec.model,
             attempts=0,
-            error=None,
             created_at=now,
-            started_at=None,
-            finished_at=None,
         )
         async with self.writing() as session:
             # Friendly errors instead of a foreign-key violation.
@@ -210,10 +209,9 @@ class JobStore:
                 admit.check(
                     await self._member_facts(session, spec.guild_id, spec.user_id, admit.since, rules)
                 )
-            session.add(row)
-            await session.flush()
+            job_id = (await session.execute(_INSERT_JOB, values)).scalar_one()
             await self._announce(session)
-            return Job(id=row.id, spec=spec, state=JobState.QUEUED, created_at=now)
+            return Job(id=job_id, spec=spec, state=JobState.QUEUED, created_at=now)
 
     async def get_job(self, job_id: int) -> Job:
         if not 0 < job_id <= MAX_ID:
@@ -277,30 +275,16 @@ class JobStore:
         if not wanted:
             return []
         now = self._clock.now()
-        values: dict[str, Any] = {
-            "state": JobState.RUNNING.value,
-            "started_at": now,
-            "attempts": JobRow.attempts + 1,
-        }
         async with self.writing() as session:
             claimable = wanted
+            params: dict[str, Any] = {"now": now}
             if lease is not None:
-                values.update(
-                    lease_owner=lease.owner, lease_expires_at=now + timedelta(seconds=lease.seconds)
-                )
-                locked = await session.scalars(
-                    select(JobRow.id)
-                    .where(JobRow.id.in_(wanted), JobRow.state == JobState.QUEUED.value)
-                    .with_for_update(skip_locked=True)
-                )
+                params.update(owner=lease.owner, until=now + timedelta(seconds=lease.seconds))
+                locked = await session.scalars(_free_jobs_statement(), {"ids": wanted})
                 free = set(locked.all())
                 claimable = [job_id for job_id in wanted if job_id in free][:limit]
             rows = await session.scalars(
-                update(JobRow)
-                .where(JobRow.id.in_(claimable), JobRow.state == JobState.QUEUED.value)
-                .values(values)
-                .returning(JobRow)
-                .execution_options(synchronize_session=False, populate_existing=True)
+                _start_statement(leased=lease is not None), {**params, "ids": claimable}
             )
             moved = {row.id: _job(row) for row in rows.all()}
             if lease is None:
@@ -379,16 +363,9 @@ class JobStore:
         INSERT of all their images (each statement is several thread hops through the async driver)."""
         now = self._clock.now()
         wanted = [result.job_id for result in results]
-        held = JobRow.state == JobState.RUNNING.value
-        if owner is not None:
-            held = and_(held, JobRow.lease_owner == owner)
         async with self.writing() as session:
             updated = await session.scalars(
-                update(JobRow)
-                .where(JobRow.id.in_(wanted), held)
-                .values(state=JobState.SUCCEEDED.value, finished_at=now, lease_expires_at=None)
-                .returning(JobRow)
-                .execution_options(synchronize_session=False, populate_existing=True)
+                _succeed_statement(owned=owner is not None), {"ids": wanted, "now": now, "owner": owner}
             )
             done = {row.id: _job(row) for row in updated.all()}
             image_values: list[dict[str, Any]] = []
@@ -417,7 +394,7 @@ class JobStore:
                 )
             stored: dict[int, list[StoredImage]] = {}
             if image_values:
-                rows = await session.scalars(insert(ImageRow).returning(ImageRow), image_values)
+                rows = await session.scalars(_INSERT_IMAGES, image_values)
                 for row in rows.all():
                     stored.setdefault(row.job_id, []).append(_image(row))
             skipped = [job_id for job_id in wanted if job_id not in done]
@@ -911,6 +888,61 @@ def _member_facts_statement(*, in_guild: bool) -> Select[Any]:
         _active_count(_USER).scalar_subquery(),
         banned,
         own_quota,
+    )
+
+
+# The statements every job goes through, built once too (bound at each execution: `ids`, `now`, ...).
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_NOW = bindparam("now", type_=UTCDateTime())
+_INSERT_IMAGES = insert(ImageRow).returning(ImageRow)
+# A new job is a plain Core insert: the ORM's unit of work would only add its bookkeeping.
+_JOBS = Base.metadata.tables[JobRow.__tablename__]
+_INSERT_JOB = insert(_JOBS).returning(_JOBS.c.id)
+
+
+@functools.cache
+def _start_statement(*, leased: bool) -> ReturningUpdate[JobRow]:
+    """QUEUED -> RUNNING for `ids` at `now`; with a lease, held by `owner` until `until`."""
+    values: dict[str, Any] = {
+        "state": JobState.RUNNING.value,
+        "started_at": _NOW,
+        "attempts": JobRow.attempts + 1,
+    }
+    if leased:
+        values.update(
+            lease_owner=bindparam("owner"), lease_expires_at=bindparam("until", type_=UTCDateTime())
+        )
+    return (
+        update(JobRow)
+        .where(JobRow.id.in_(_IDS), JobRow.state == JobState.QUEUED.value)
+        .values(values)
+        .returning(JobRow)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+@functools.cache
+def _free_jobs_statement() -> Select[int]:
+    """Which of `ids` are QUEUED and not being claimed by another worker right now (PostgreSQL locks)."""
+    return (
+        select(JobRow.id)
+        .where(JobRow.id.in_(_IDS), JobRow.state == JobState.QUEUED.value)
+        .with_for_update(skip_locked=True)
+    )
+
+
+@functools.cache
+def _succeed_statement(*, owned: bool) -> ReturningUpdate[JobRow]:
+    """RUNNING -> SUCCEEDED at `now` for `ids`; with `owned`, only those whose lease `owner` holds."""
+    held = JobRow.state == JobState.RUNNING.value
+    if owned:
+        held = and_(held, JobRow.lease_owner == bindparam("owner"))
+    return (
+        update(JobRow)
+        .where(JobRow.id.in_(_IDS), held)
+        .values(state=JobState.SUCCEEDED.value, finished_at=_NOW, lease_expires_at=None)
+        .returning(JobRow)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
 
 
