@@ -23,7 +23,7 @@ waited `max_wait` seconds, so that compatible jobs arriving a few milliseconds a
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from bot.domain.jobs import BatchKey
@@ -205,20 +205,28 @@ class FairBatchPolicy:
             return None
         head = members[order[0]].queue[0]
         budget = self.budget(head.key)
-        # Each member's compatible jobs, read lazily: a batch needs only a few, the queue may hold thousands.
-        streams = {uid: (e for e in members[uid].queue if e.key == head.key) for uid in order}
-        next(streams[order[0]])  # the head: its member's job for the first pass
+        # Each member's compatible jobs, read lazily: a batch needs only a few jobs from the first members
+        # in turn, while the queue may hold thousands from hundreds of members.
+        streams: dict[int, Iterator[QueueEntry]] = {}
+
+        def compatible(uid: int) -> Iterator[QueueEntry]:
+            if uid not in streams:
+                streams[uid] = (e for e in members[uid].queue if e.key == head.key)
+            return streams[uid]
+
+        next(compatible(order[0]))  # the head: its member's job for the first pass
         chosen = [head]
         spent = head.images
         # One job per member per pass, in turn order, so every member's next job comes before anyone's second.
         first_pass = True
-        while spent < budget and streams:
-            for uid in list(streams):
+        candidates = dict.fromkeys(order)  # members that may still have a compatible job, in turn order
+        while spent < budget and candidates:
+            for uid in list(candidates):
                 if first_pass and uid == order[0]:
                     continue
-                job = next(streams[uid], None)
+                job = next(compatible(uid), None)
                 if job is None:
-                    del streams[uid]
+                    del candidates[uid]
                 elif spent + job.images <= budget:
                     chosen.append(job)
                     spent += job.images
