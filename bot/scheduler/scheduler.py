@@ -66,6 +66,32 @@ class _Running:
     total_steps: int = 0
 
 
+class _StepRelay:
+    """Hands the newest step from the GPU thread to the event loop with at most one wake-up in flight: steps
+    the loop has not taken yet (it was busy, or the steps came fast) are folded into the newest."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[int, int], None]) -> None:
+        self._loop = loop
+        self._deliver = deliver
+        self._newest = (0, 0)
+        self._delivered = 0
+        self._pending = False
+
+    def __call__(self, step: int, total: int) -> None:
+        """In the GPU thread."""
+        self._newest = (step, total)
+        if not self._pending:
+            self._pending = True
+            self._loop.call_soon_threadsafe(self._relay)
+
+    def _relay(self) -> None:
+        self._pending = False  # before reading: a step written after this schedules its own relay
+        step, total = self._newest
+        if step > self._delivered:
+            self._delivered = step
+            self._deliver(step, total)
+
+
 class GpuScheduler:
     def __init__(
         self,
@@ -440,8 +466,10 @@ class GpuScheduler:
         loop = asyncio.get_running_loop()
         watched = frozenset(job_ids)
 
+        relay = _StepRelay(loop, self._progress)
+
         def on_step(step: int, total: int) -> bool:
-            loop.call_soon_threadsafe(self._progress, step, total)
+            relay(step, total)
             return not watched <= self._cancel_requested
 
         try:

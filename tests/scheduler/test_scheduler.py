@@ -15,7 +15,7 @@ from bot.domain.clock import SystemClock
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
 from bot.scheduler.events import JobUpdate
-from bot.scheduler.scheduler import GpuScheduler
+from bot.scheduler.scheduler import GpuScheduler, _StepRelay
 from bot.store.errors import DatabaseUnreachable
 from bot.store.repository import JobStore
 from tests.fakes import FakeBackend, seed_colour
@@ -266,10 +266,39 @@ async def test_progress_and_positions(store: JobStore, backend: FakeBackend) -> 
         for job in jobs:
             await finished(scheduler, job)
         steps = [u.step for u in updates if u.job_id == jobs[0].id and u.total_steps]
-        assert steps == [1, 2, 3, 4, 5]
+        # Steps that come faster than the loop takes them are folded into the newest (see below).
+        assert steps[0] == 1
+        assert steps[-1] == 5
+        assert steps == sorted(set(steps))
         assert updates[-1].state is JobState.SUCCEEDED
     finally:
         await scheduler.stop()
+
+
+async def test_every_step_is_reported_when_steps_take_time(store: JobStore) -> None:
+    """Steps that take a while (as on a GPU) each reach the listeners, in order."""
+    backend = FakeBackend(steps_delay=0.03)
+    updates: list[JobUpdate] = []
+    scheduler = await started(store, backend)
+    scheduler.add_listener(updates.append)
+    try:
+        job = await finished(scheduler, await submit(store, scheduler, spec(steps=5)))
+        assert [u.step for u in updates if u.job_id == job.id and u.total_steps] == [1, 2, 3, 4, 5]
+    finally:
+        await scheduler.stop()
+
+
+async def test_steps_the_loop_has_not_taken_yet_are_folded_into_the_newest() -> None:
+    """The GPU thread never queues more than one wake-up of the event loop for progress."""
+    delivered: list[tuple[int, int]] = []
+    relay = _StepRelay(asyncio.get_running_loop(), lambda step, total: delivered.append((step, total)))
+    for step in range(1, 31):  # while the loop is busy (here: running this test)
+        relay(step, 30)
+    await asyncio.sleep(0)
+    assert delivered == [(30, 30)]
+    relay(30, 30)  # the same step again is not news
+    await asyncio.sleep(0)
+    assert delivered == [(30, 30)]
 
 
 async def test_stop_lets_rendered_results_be_stored(
