@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -19,10 +20,16 @@ def find_blocked_word(text: str, blocked: Iterable[str]) -> str | None:
     """
     haystack = normalize_word(text)
     for word in blocked:
-        needle = normalize_word(word)
-        if not needle:
-            continue
-        pattern = r"(?<!\w)" + r"\s+".join(re.escape(part) for part in needle.split()) + r"(?!\w)"
-        if re.search(pattern, haystack):
+        pattern = _word_pattern(word)
+        if pattern is not None and pattern.search(haystack):
             return word
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_pattern(word: str) -> re.Pattern[str] | None:
+    """The word's pattern, built once: every request is checked against every blocked word of its guild."""
+    needle = normalize_word(word)
+    if not needle:
+        return None
+    return re.compile(r"(?<!\w)" + r"\s+".join(re.escape(part) for part in needle.split()) + r"(?!\w)")
