@@ -489,6 +489,7 @@ def main() -> None:
     scenarios = [(kind, size) for kind in kinds for size in sizes]
     console.print(f"[bold]scheduler_overhead[/] · {machine_line()}")
     folder = Path(args.dir or tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)  # e.g. `--dir data`, the bot's own folder, before its first run
     console.print(
         f"database and images under {folder}: ImageFiles.save costs {image_files_ms(folder):.2f} ms "
         "per job (4 small PNGs) there"
