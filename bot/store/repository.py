@@ -37,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import BindParameter
@@ -283,10 +284,10 @@ class JobStore:
                 locked = await session.scalars(_free_jobs_statement(), {"ids": wanted})
                 free = set(locked.all())
                 claimable = [job_id for job_id in wanted if job_id in free][:limit]
-            rows = await session.scalars(
+            rows = await session.execute(
                 _start_statement(leased=lease is not None), {**params, "ids": claimable}
             )
-            moved = {row.id: _job(row) for row in rows.all()}
+            moved = {row.id: _job(row) for row in rows}
             if lease is None:
                 await self._check_skipped(session, [i for i in wanted if i not in moved], JobState.RUNNING)
         return [moved[job_id] for job_id in wanted if job_id in moved]
@@ -364,10 +365,10 @@ class JobStore:
         now = self._clock.now()
         wanted = [result.job_id for result in results]
         async with self.writing() as session:
-            updated = await session.scalars(
+            updated = await session.execute(
                 _succeed_statement(owned=owner is not None), {"ids": wanted, "now": now, "owner": owner}
             )
-            done = {row.id: _job(row) for row in updated.all()}
+            done = {row.id: _job(row) for row in updated}
             image_values: list[dict[str, Any]] = []
             for result, job_paths in zip(results, paths, strict=True):
                 job = done.get(result.job_id)
@@ -394,9 +395,21 @@ class JobStore:
                 )
             stored: dict[int, list[StoredImage]] = {}
             if image_values:
-                rows = await session.scalars(_INSERT_IMAGES, image_values)
-                for row in rows.all():
-                    stored.setdefault(row.job_id, []).append(_image(row))
+                written = {(values["job_id"], values["index"]): values for values in image_values}
+                # One multi-row INSERT; RETURNING may answer in any order, so each id is matched by its key.
+                for image_id, job_id, index in await session.execute(_INSERT_IMAGES, image_values):
+                    values = written[job_id, index]
+                    stored.setdefault(job_id, []).append(
+                        StoredImage(
+                            id=image_id,
+                            job_id=job_id,
+                            index=index,
+                            seed=values["seed"],
+                            width=values["width"],
+                            height=values["height"],
+                            path=values["path"],
+                        )
+                    )
             skipped = [job_id for job_id in wanted if job_id not in done]
             others: dict[int, JobRow] = {}
             if skipped:
@@ -894,30 +907,31 @@ def _member_facts_statement(*, in_guild: bool) -> Select[Any]:
 # The statements every job goes through, built once too (bound at each execution: `ids`, `now`, ...).
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _NOW = bindparam("now", type_=UTCDateTime())
-_INSERT_IMAGES = insert(ImageRow).returning(ImageRow)
-# A new job is a plain Core insert: the ORM's unit of work would only add its bookkeeping.
+# Core statements on the tables, answered with plain rows: the ORM's bookkeeping (identity map, instance
+# state, bulk-statement planning) cost more than the statements themselves.
 _JOBS = Base.metadata.tables[JobRow.__tablename__]
+_IMAGES = Base.metadata.tables[ImageRow.__tablename__]
 _INSERT_JOB = insert(_JOBS).returning(_JOBS.c.id)
+_INSERT_IMAGES = insert(_IMAGES).returning(_IMAGES.c.id, _IMAGES.c.job_id, _IMAGES.c.index)
 
 
 @functools.cache
-def _start_statement(*, leased: bool) -> ReturningUpdate[JobRow]:
+def _start_statement(*, leased: bool) -> ReturningUpdate[Any]:
     """QUEUED -> RUNNING for `ids` at `now`; with a lease, held by `owner` until `until`."""
     values: dict[str, Any] = {
         "state": JobState.RUNNING.value,
         "started_at": _NOW,
-        "attempts": JobRow.attempts + 1,
+        "attempts": _JOBS.c.attempts + 1,
     }
     if leased:
         values.update(
             lease_owner=bindparam("owner"), lease_expires_at=bindparam("until", type_=UTCDateTime())
         )
     return (
-        update(JobRow)
-        .where(JobRow.id.in_(_IDS), JobRow.state == JobState.QUEUED.value)
+        update(_JOBS)
+        .where(_JOBS.c.id.in_(_IDS), _JOBS.c.state == JobState.QUEUED.value)
         .values(values)
-        .returning(JobRow)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        .returning(*_JOBS.c)
     )
 
 
@@ -932,17 +946,16 @@ def _free_jobs_statement() -> Select[int]:
 
 
 @functools.cache
-def _succeed_statement(*, owned: bool) -> ReturningUpdate[JobRow]:
+def _succeed_statement(*, owned: bool) -> ReturningUpdate[Any]:
     """RUNNING -> SUCCEEDED at `now` for `ids`; with `owned`, only those whose lease `owner` holds."""
-    held = JobRow.state == JobState.RUNNING.value
+    held = _JOBS.c.state == JobState.RUNNING.value
     if owned:
-        held = and_(held, JobRow.lease_owner == bindparam("owner"))
+        held = and_(held, _JOBS.c.lease_owner == bindparam("owner"))
     return (
-        update(JobRow)
-        .where(JobRow.id.in_(_IDS), held)
+        update(_JOBS)
+        .where(_JOBS.c.id.in_(_IDS), held)
         .values(state=JobState.SUCCEEDED.value, finished_at=_NOW, lease_expires_at=None)
-        .returning(JobRow)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        .returning(*_JOBS.c)
     )
 
 
@@ -1013,7 +1026,8 @@ def _require_aware(moment: datetime) -> None:
         raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware datetime")
 
 
-def _job(row: JobRow) -> Job:
+def _job(row: JobRow | Row[Any]) -> Job:
+    """From an ORM row or a Core row of the jobs table (the same names)."""
     spec = JobSpec(
         kind=JobKind(row.kind),
         user_id=row.user_id,
