@@ -11,7 +11,9 @@ and guild members with limits set so high that every check runs and passes) and 
 the smallest size the service makes, so PNG encoding hardly counts, and 64 px):
 
 - throughput: N jobs submitted as fast as possible by `--concurrency` concurrent submitters (guild
-  members: from `--users` different members), timed until every job is final → jobs/s and images/s;
+  members: from `--users` different members), timed until every job is final → jobs/s and images/s,
+  and the process's CPU time per job over that time (all threads; "kernel" is the system part, where
+  creating and writing the PNG files shows);
 - idle latency: with nothing queued, one job at a time: from just before `imagine()` to the moment the
   backend's `render()` is entered (enqueue → pipeline start), and to the job's final update.
 
@@ -233,6 +235,8 @@ class Throughput:
     total_s: float
     batches: int
     images: int
+    user_s: float  # CPU time of the whole process (every thread) over the timed run
+    system_s: float  # of which in the kernel: creating and writing the PNG files, mostly
 
     @property
     def jobs_per_s(self) -> float:
@@ -245,6 +249,14 @@ class Throughput:
     @property
     def submits_per_s(self) -> float:
         return self.jobs / self.submit_s
+
+    @property
+    def cpu_ms_per_job(self) -> float:
+        return (self.user_s + self.system_s) * 1000 / self.jobs
+
+    @property
+    def kernel_ms_per_job(self) -> float:
+        return self.system_s * 1000 / self.jobs
 
 
 async def submit_all(system: System, kind: str, jobs: int, args: argparse.Namespace) -> None:
@@ -268,11 +280,13 @@ async def measure_throughput(kind: str, size: int, args: argparse.Namespace) -> 
             await system.wait_final(args.warmup)
             system.final_at.clear()
             batches, images = system.backend.batches, system.backend.images
+            cpu_before = os.times()
             started = time.perf_counter()
             await submit_all(system, kind, args.jobs, args)
             submitted = time.perf_counter()
             await system.wait_final(args.jobs)
             finished = time.perf_counter()
+            cpu_after = os.times()
             if system.failed:
                 raise RuntimeError(f"{len(system.failed)} jobs did not succeed, e.g. {system.failed[:5]}")
             return Throughput(
@@ -283,6 +297,8 @@ async def measure_throughput(kind: str, size: int, args: argparse.Namespace) -> 
                 finished - started,
                 system.backend.batches - batches,
                 system.backend.images - images,
+                cpu_after.user - cpu_before.user,
+                cpu_after.system - cpu_before.system,
             )
         finally:
             await system.close()
@@ -342,7 +358,18 @@ def throughput_table(results: list[Throughput], args: argparse.Namespace) -> Tab
         title=f"Throughput: {args.jobs} jobs × 4 images, {args.steps} steps, {args.concurrency} submitters, "
         f"max_images={args.max_images}, max_wait={args.max_wait_ms:g} ms"
     )
-    for column in ("requester", "image", "submit jobs/s", "jobs/s", "images/s", "batches", "goal"):
+    columns = (
+        "requester",
+        "image",
+        "submit jobs/s",
+        "jobs/s",
+        "images/s",
+        "batches",
+        "CPU ms/job",
+        "of which kernel",
+        "goal",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column in ("requester", "image") else "right")
     for result in results:
         table.add_row(
@@ -352,6 +379,8 @@ def throughput_table(results: list[Throughput], args: argparse.Namespace) -> Tab
             f"{result.jobs_per_s:.0f}",
             f"{result.images_per_s:.0f}",
             str(result.batches),
+            f"{result.cpu_ms_per_job:.2f}",
+            f"{result.kernel_ms_per_job:.2f}",
             f"≥ {GOAL_JOBS_PER_S:.0f} jobs/s: {mark(result.jobs_per_s >= GOAL_JOBS_PER_S)}",
         )
     return table
