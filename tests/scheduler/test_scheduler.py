@@ -57,6 +57,24 @@ async def finished(scheduler: GpuScheduler, job: Job) -> Job:
     return await asyncio.wait_for(scheduler.wait_finished(job.id), timeout=10)
 
 
+class FailsAtFirst:
+    """Makes the store's `method` raise `error` on its first `failures` calls, then work as before."""
+
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, store: JobStore, method: str, failures: int, error: Exception
+    ) -> None:
+        self.failures_left = failures
+        original = getattr(store, method)
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            if self.failures_left:
+                self.failures_left -= 1
+                raise error
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(store, method, failing)
+
+
 async def test_job_runs_and_stores_four_images(store: JobStore, backend: FakeBackend) -> None:
     """A generate job ends SUCCEEDED with four stored images made from consecutive seeds."""
     scheduler = await started(store, backend)
@@ -327,22 +345,12 @@ async def test_the_loop_survives_a_store_outage(
 ) -> None:
     """The store fails twice when a batch starts (a database restart): the job waits, then runs."""
     monkeypatch.setattr("bot.scheduler.scheduler.STORE_RETRY_SECONDS", 0.01)
-    start_jobs = store.start_jobs
-    failures = 2
-
-    async def flaky_start(*args: Any, **kwargs: Any) -> Any:
-        nonlocal failures
-        if failures:
-            failures -= 1
-            raise ConnectionError("the database is restarting")
-        return await start_jobs(*args, **kwargs)
-
-    monkeypatch.setattr(store, "start_jobs", flaky_start)
+    flaky = FailsAtFirst(monkeypatch, store, "start_jobs", 2, ConnectionError("the database is restarting"))
     scheduler = await started(store, backend)
     try:
         job = await finished(scheduler, await submit(store, scheduler, spec()))
         assert job.state is JobState.SUCCEEDED
-        assert failures == 0
+        assert flaky.failures_left == 0
         assert scheduler.is_running
     finally:
         await scheduler.stop()
@@ -354,21 +362,11 @@ async def test_rendered_results_are_kept_until_the_database_answers_again(
     """The database is unreachable when a rendered batch is stored (a restart): the job is not failed;
     its images are stored once the database answers, and nothing is rendered twice."""
     monkeypatch.setattr("bot.scheduler.scheduler.STORE_RETRY_SECONDS", 0.01)
-    complete_jobs = store.complete_jobs
-    failures = 3
-
-    async def unreachable_at_first(*args: Any, **kwargs: Any) -> Any:
-        nonlocal failures
-        if failures:
-            failures -= 1
-            raise DatabaseUnreachable()
-        return await complete_jobs(*args, **kwargs)
-
-    monkeypatch.setattr(store, "complete_jobs", unreachable_at_first)
+    flaky = FailsAtFirst(monkeypatch, store, "complete_jobs", 3, DatabaseUnreachable())
     scheduler = await started(store, backend)
     try:
         job = await finished(scheduler, await submit(store, scheduler, spec()))
-        assert (job.state, job.error, failures) == (JobState.SUCCEEDED, None, 0)
+        assert (job.state, job.error, flaky.failures_left) == (JobState.SUCCEEDED, None, 0)
         assert len(await store.job_images(job.id)) == 4
         assert len(backend.batches) == 1
     finally:
