@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import threading
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from bot.scheduler.backend import RenderBatch, StepCallback
 from bot.store import database
-from tests.discord.conftest import GatedBackend, Harness, custom_ids
+from tests.discord.conftest import GatedBackend, Harness, WrappedBackend, custom_ids
 from tests.fake_discord import FakeMessage
 from tests.store.test_busy import db_path, write_locked
 
@@ -39,6 +42,57 @@ async def test_imagine_posts_a_grid_with_buttons(harness: Harness) -> None:
         assert message.embeds[0]["image"]["url"].endswith(f"/{attachment.filename}")
         assert len(message.history) >= 2  # queued status first, then the result
         assert delivered == [job_id]  # the delivery hook (metrics) hears of it once
+    assert not harness.fake.limit_violations
+
+
+class HeldAtFirstStep(WrappedBackend):
+    """The tiny pipeline, holding each batch after its first step until the gate opens."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.gate = threading.Event()
+
+    def render(self, batch: RenderBatch, on_step: StepCallback) -> Any:
+        def held(step: int, total: int) -> bool:
+            going_on = on_step(step, total)
+            if step == 1:
+                self.gate.wait(timeout=30)
+            return going_on
+
+        return super().render(batch, held)
+
+
+def status_of(message: FakeMessage) -> str:
+    return str(message.embeds[0].get("description") or "") if message.embeds else ""
+
+
+async def test_the_status_shows_queue_position_then_live_progress(harness: Harness) -> None:
+    """While Alice's job renders, her message shows its progress and Bob's (another size, so the next
+    batch) his place in line; each message then becomes its grid."""
+    backend = HeldAtFirstStep(harness.backend)
+    harness.backend = backend
+    try:
+        async with harness.running():
+            alice = await harness.slash(harness.alice, "imagine", {"prompt": "a lighthouse --steps 4"})
+            await alice.wait_response()
+            rendering = await harness.fake.wait_for_message(
+                lambda m: m.id == alice.original_message_id and "🎨 Generating" in status_of(m), 30
+            )
+            assert "25% (step 1/4)" in status_of(rendering)
+            bob = await harness.slash(harness.bob, "imagine", {"prompt": "a fox --ar 16:9"})
+            await bob.wait_response()
+            waiting = await harness.fake.wait_for_message(
+                lambda m: m.id == bob.original_message_id and "Queued: position" in status_of(m), 30
+            )
+            assert status_of(waiting).startswith("⏳ Queued: position 1 (next up), ready in ")
+            backend.gate.set()
+            alice_grid = await harness.result_of(alice)
+            bob_grid = await harness.result_of(bob)
+            assert any("🎨 Generating" in str(v.embeds) for v in alice_grid.history)
+            # The grids replaced those statuses in the same messages.
+            assert any("Queued: position" in str(v.embeds) for v in bob_grid.history)
+    finally:
+        backend.gate.set()
     assert not harness.fake.limit_violations
 
 
