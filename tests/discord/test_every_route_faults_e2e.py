@@ -39,7 +39,7 @@ from rich.console import Console
 import bot.discord_app.delivery as delivery_module
 import bot.discord_app.runner as runner_module
 from bot.store.deliveries import DeliveryStore
-from tests.discord.conftest import FaultsAfterRender, Harness, custom_ids, gated
+from tests.discord.conftest import FaultsAfterRender, GatedBackend, Harness, custom_ids, gated
 from tests.fake_discord import FakeDiscord, FakeMessage, InteractionHandle
 from tests.fake_discord.routing import RoutePattern
 
@@ -137,6 +137,15 @@ async def grid_of(fake: FakeDiscord, handle: InteractionHandle, timeout: float =
     return await fake.wait_for_message(
         lambda m: m.id == handle.original_message_id and bool(m.attachments) and bool(m.components), timeout
     )
+
+
+async def held_with_expired_token(harness: Harness, backend: GatedBackend, prompt: str) -> None:
+    """Alice's /imagine shows its status and its batch is held at the GPU; then the interaction token
+    expires, so the result has to find another way to her."""
+    handle = await harness.slash(harness.alice, "imagine", {"prompt": prompt})
+    await harness.fake.wait_for_message(lambda m: m.id == handle.original_message_id and bool(m.embeds))
+    await backend.until_held()
+    harness.fake.expire_tokens()
 
 
 async def posted_result(harness: Harness, channel_id: int, timeout: float = 30.0) -> FakeMessage:  # noqa: ASYNC109
@@ -413,10 +422,7 @@ async def test_channel_fallback_and_history_ride_out_429_and_5xx(
     fake = harness.fake
     with gated(harness) as backend:
         async with harness.running():
-            handle = await harness.slash(harness.alice, "imagine", {"prompt": "a slow fox"})
-            await fake.wait_for_message(lambda m: m.id == handle.original_message_id and bool(m.embeds))
-            await backend.until_held()
-            fake.expire_tokens()
+            await held_with_expired_token(harness, backend, "a slow fox")
             inject_faults(fake, channel_post(harness.channel))
             if history_faults:
                 inject_faults(fake, history(harness.channel))
@@ -446,10 +452,7 @@ async def test_history_failing_after_a_restart_does_not_post_twice(
 
             patch.setattr(DeliveryStore, "mark_delivered", lost)
             async with harness.running():
-                handle = await harness.slash(harness.alice, "imagine", {"prompt": "a fox, twice?"})
-                await fake.wait_for_message(lambda m: m.id == handle.original_message_id and bool(m.embeds))
-                await backend.until_held()
-                fake.expire_tokens()
+                await held_with_expired_token(harness, backend, "a fox, twice?")
                 backend.gate.set()
                 first = await posted_result(harness, harness.channel)
         inject_faults(fake, history(harness.channel))
@@ -468,10 +471,7 @@ async def test_dm_fallback_rides_out_429_and_5xx(harness: Harness) -> None:
     dm = fake.world.dm_channel(fake.world.users[harness.alice]).id
     with gated(harness) as backend:
         async with harness.running():
-            handle = await harness.slash(harness.alice, "imagine", {"prompt": "a private fox"})
-            await fake.wait_for_message(lambda m: m.id == handle.original_message_id and bool(m.embeds))
-            await backend.until_held()
-            fake.expire_tokens()
+            await held_with_expired_token(harness, backend, "a private fox")
             fake.forbid_channel(harness.channel)
             for route in (fetch_user(harness.alice), OPEN_DM, channel_post(dm)):
                 inject_faults(fake, route)
