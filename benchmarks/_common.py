@@ -8,7 +8,6 @@ import platform
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bot.domain.clock import Clock
 from bot.domain.limits import UserLimits
@@ -17,6 +16,7 @@ from bot.domain.params import GenerationLimits
 from bot.scheduler.scheduler import GpuScheduler
 from bot.service import ImagineService
 from bot.store.repository import JobStore
+from inference.machine import cpu_model
 
 GUILD_ID = 1_000_000_000_000
 CHANNEL_ID = 2_000_000_000_000
@@ -38,16 +38,6 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     low = math.floor(position)
     high = math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine_line() -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -41,6 +40,7 @@ from bot.domain.jobs import BatchKey, RenderMode
 from bot.domain.warm_up import served_sizes
 from bot.scheduler.backend import ImageTask, RenderBatch
 from inference.device import choose_device
+from inference.machine import cpu_model
 from inference.optimize import COMPILE_CHOICES, Optimizations
 from inference.pipeline import DiffusersBackend
 from inference.tiny import assemble_pipeline, make_tiny_pipeline, tiny_vocab
@@ -251,13 +251,7 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return str(torch.cuda.get_device_name(device))
     if device == "cpu":
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or platform.machine() or "cpu"
+        return cpu_model()
     return device
 
 
