@@ -27,7 +27,7 @@ from bot.domain.params import (
     build_params,
     scale_size,
 )
-from bot.domain.requests import params_from_text
+from bot.domain.requests import request_from_text
 
 FUZZ = settings(
     max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -61,7 +61,7 @@ def attempt(make: Callable[[], GenerationParams]) -> GenerationParams | InvalidR
 def try_text(text: str, limits: GenerationLimits, **options: Any) -> None:
     with contextlib.suppress(InvalidRequest):
         parse_prompt(text)
-    outcome = attempt(lambda: params_from_text(text, limits=limits, rng=random.Random(0), **options))
+    outcome = attempt(lambda: request_from_text(text, limits=limits, rng=random.Random(0), **options).params)
     if isinstance(outcome, InvalidRequest):
         assert str(outcome)
     else:
@@ -122,9 +122,9 @@ def test_options_with_flags_only_raise_invalid_request(
 
 
 def test_long_prompts_are_refused_at_the_limit() -> None:
-    assert params_from_text("a" * MAX_PROMPT_CHARS, limits=LIMITS[0]).prompt == "a" * MAX_PROMPT_CHARS
+    assert request_from_text("a" * MAX_PROMPT_CHARS, limits=LIMITS[0]).params.prompt == "a" * MAX_PROMPT_CHARS
     with pytest.raises(InvalidRequest):
-        params_from_text("a" * (MAX_PROMPT_CHARS + 1), limits=LIMITS[0])
+        request_from_text("a" * (MAX_PROMPT_CHARS + 1), limits=LIMITS[0])
 
 
 # Named regressions: inputs the properties above found (or that must stay covered).

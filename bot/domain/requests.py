@@ -43,6 +43,8 @@ def request_from_text(
 ) -> ImagineRequest:
     """Choose the model, then validate the params against that model's limits.
 
+    Options and flags may both be used; giving one setting two different values is an error.
+
     The model: `--fast` / `--quality` (or the `fast` option) if given, else the server's default.
     `fast_limits` is None when no fast model is configured: asking for it is then refused, and a server
     default of fast is ignored (members still get images, from the full model).
@@ -76,33 +78,6 @@ def request_from_text(
             raise InvalidRequest(f"{error} {hint}", field=error.field) from None
         raise
     return ImagineRequest(params, ModelKind.FAST if use_fast else ModelKind.DEFAULT)
-
-
-def params_from_text(
-    text: str,
-    *,
-    limits: GenerationLimits,
-    negative: str | None = None,
-    aspect: str | None = None,
-    seed: int | None = None,
-    steps: int | None = None,
-    guidance: float | None = None,
-    rng: random.Random | None = None,
-) -> GenerationParams:
-    """Options and flags may both be used; giving one setting two different values is an error.
-
-    The full model's params (no fast model here: `--fast` is refused).
-    """
-    return request_from_text(
-        text,
-        limits=limits,
-        negative=negative,
-        aspect=aspect,
-        seed=seed,
-        steps=steps,
-        guidance=guidance,
-        rng=rng,
-    ).params
 
 
 def _one(name: str, option: T | None, flag: T | None) -> T | None:

@@ -12,7 +12,7 @@ from bot.domain.errors import InvalidRequest
 from bot.domain.flags import parse_prompt
 from bot.domain.jobs import JobKind, JobSpec, ModelKind
 from bot.domain.params import GenerationLimits
-from bot.domain.requests import FAST_UNAVAILABLE, ImagineRequest, params_from_text, request_from_text
+from bot.domain.requests import FAST_UNAVAILABLE, ImagineRequest, request_from_text
 
 FULL = GenerationLimits(base_resolution=64, default_steps=30, max_steps=60, default_guidance=6.0)
 FAST = GenerationLimits(
@@ -91,7 +91,7 @@ def test_without_a_fast_model_fast_is_refused_kindly_and_the_default_ignored() -
     fallback = request("a cat", fast_limits=None, fast_by_default=True)
     assert fallback.model is ModelKind.DEFAULT
     with pytest.raises(InvalidRequest, match="Fast mode isn't set up"):
-        params_from_text("a cat --fast", limits=FULL)
+        request_from_text("a cat --fast", limits=FULL)
 
 
 def test_fast_jobs_have_their_own_batch_key() -> None:

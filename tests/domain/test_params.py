@@ -8,7 +8,7 @@ import pytest
 
 from bot.domain.errors import InvalidRequest
 from bot.domain.params import MAX_SEED, AspectRatio, GenerationLimits, build_params
-from bot.domain.requests import params_from_text
+from bot.domain.requests import request_from_text
 
 LIMITS = GenerationLimits()
 
@@ -83,9 +83,9 @@ def test_image_seeds_are_consecutive_and_wrap() -> None:
 
 def test_flags_and_options_merge() -> None:
     """Flags and options combine; negatives join; the same value twice is fine."""
-    params = params_from_text(
+    params = request_from_text(
         "a fox --ar 2:3 --seed 5 --no blur", limits=LIMITS, negative="text", seed=5, steps=20
-    )
+    ).params
     assert (params.prompt, params.width, params.height) == ("a fox", 832, 1216)
     assert (params.seed, params.steps, params.negative_prompt) == (5, 20, "text, blur")
 
@@ -93,4 +93,4 @@ def test_flags_and_options_merge() -> None:
 def test_conflicting_option_and_flag_is_an_error() -> None:
     """A seed given as option and as a different --seed flag is refused, naming both."""
     with pytest.raises(InvalidRequest, match="seed twice"):
-        params_from_text("a fox --seed 5", limits=LIMITS, seed=6)
+        request_from_text("a fox --seed 5", limits=LIMITS, seed=6)
