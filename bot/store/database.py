@@ -197,8 +197,8 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     outside it and DDL would commit piecemeal. Instead the driver opens connections in autocommit mode and
     we emit BEGIN ourselves: BEGIN IMMEDIATE for units of work that may write, so they take the write lock
     up front (waiting up to SQLITE_BUSY_TIMEOUT_MS for another process's) and can never fail upgrading a
-    read lock to a write lock; a plain
-    BEGIN for those marked READ_ONLY, which in WAL mode read a snapshot without blocking anyone.
+    read lock to a write lock; a plain BEGIN for those marked READ_ONLY, which in WAL mode read a snapshot
+    without blocking anyone.
     """
 
     @event.listens_for(engine.sync_engine, "connect")

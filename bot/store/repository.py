@@ -361,7 +361,7 @@ class JobStore:
         self, results: Sequence[JobResult], paths: Sequence[Sequence[str]], owner: str | None
     ) -> list[Completion]:
         """Two statements for the whole batch, whatever its size: one UPDATE of the jobs still held, one
-        INSERT of all their images (each statement is several thread hops through the async driver)."""
+        INSERT of all their images."""
         now = self._clock.now()
         wanted = [result.job_id for result in results]
         async with self.writing() as session:

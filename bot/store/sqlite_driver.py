@@ -15,7 +15,7 @@ Running on the loop is safe only if SQLite never waits there. What could make it
   `lock_patience` is spent, and then fails with SQLite's own "database is locked".
 SQLite's automatic WAL checkpoint also runs inline, after the commit that grows the log past 1000 pages:
 on the development machine's disk a checkpoint of 3000 distinct pages took 22–24 ms, so about 8 ms for
-1000, and less for the store, whose commits rewrite the same few pages (docs/benchmarks.md).
+1000 (docs/benchmarks.md); a checkpoint copies a page once however often the commits rewrote it.
 """
 
 from __future__ import annotations
