@@ -5,7 +5,7 @@ and only then records `_last_send`; `ack()` measures the latency as "now - _last
 When the gateway answers faster than that thread wakes up (a local fake, a busy GIL), the ACK is handled
 first and the latency it computes is the time since the *previous* heartbeat: one heartbeat interval,
 41.25 s with Discord's (and the fake's) default. This script shows it with a short interval: it connects a
-plain `discord.Client` to `tests.fake_discord.FakeDiscord` (heartbeat every `--interval-ms`), optionally
+plain `discord.Client` to `fake_discord.FakeDiscord` (heartbeat every `--interval-ms`), optionally
 keeps a second thread busy, and counts the ACKs whose measured latency is at least half the interval
 (a true round trip on 127.0.0.1 is well under a millisecond).
 
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._common import machine_line
-from tests.fake_discord import FakeDiscord
+from fake_discord import FakeDiscord
 
 latencies: list[float] = []
 _original_ack = discord.gateway.KeepAliveHandler.ack

@@ -3,7 +3,7 @@
 What it runs. The real bot as `imagine-bot run` builds it in the default single-process deployment:
 `ImagineApp` (store on a temporary SQLite file, `GpuScheduler`, `ImagineService`) and `ImagineBot`
 (discord.py, the cogs, `DeliveryManager` with the production edit interval of 2 s), connected to
-`tests.fake_discord.FakeDiscord`, the project's local fake Discord (REST + gateway on 127.0.0.1, with
+`fake_discord.FakeDiscord`, the project's local fake Discord (REST + gateway on 127.0.0.1, with
 real per-route rate limits and 429s). Only the model is replaced: `SleepBackend` takes `--batch-ms` per
 batch whatever its size (sleeping between `on_step` calls, one per step, like a GPU), and returns solid
 images of the batch's size (native resolution 64 px).
@@ -55,8 +55,8 @@ from bot.discord_app.client import ImagineBot
 from bot.domain.errors import GenerationInterrupted
 from bot.scheduler.backend import RenderBatch, StepCallback
 from bot.settings import Settings
-from tests.fake_discord import FakeDiscord, FakeMessage, InteractionHandle
-from tests.fake_discord.records import UploadedFile
+from fake_discord import FakeDiscord, FakeMessage, InteractionHandle
+from fake_discord.records import UploadedFile
 
 MEMBER_PERMISSIONS = 0x400 | 0x800 | 0x8000 | 0x40 | 0x10000  # view, send, attach, react, history
 PROMPTS = ("a lighthouse at dusk", "a red fox in snow", "an astronaut riding a horse", "a bowl of ramen")

@@ -16,8 +16,8 @@ from bot.app import ImagineApp
 from bot.discord_app.client import ImagineBot
 from bot.scheduler.backend import RenderBatch, StepCallback
 from bot.settings import Settings
-from tests.fake_discord import FakeDiscord, FakeMessage, InteractionHandle
-from tests.fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture)
+from fake_discord import FakeDiscord, FakeMessage, InteractionHandle
+from fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture)
 
 MANAGE_GUILD = 0x20
 MEMBER_PERMISSIONS = 0x400 | 0x800 | 0x8000 | 0x40 | 0x10000  # view, send, attach, react, history

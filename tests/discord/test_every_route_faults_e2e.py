@@ -39,9 +39,9 @@ from rich.console import Console
 import bot.discord_app.delivery as delivery_module
 import bot.discord_app.runner as runner_module
 from bot.store.deliveries import DeliveryStore
+from fake_discord import FakeDiscord, FakeMessage, InteractionHandle
+from fake_discord.routing import RoutePattern
 from tests.discord.conftest import FaultsAfterRender, GatedBackend, Harness, custom_ids, gated
-from tests.fake_discord import FakeDiscord, FakeMessage, InteractionHandle
-from tests.fake_discord.routing import RoutePattern
 
 LOGIN = "GET /users/@me"
 APP_INFO = "GET /oauth2/applications/@me"

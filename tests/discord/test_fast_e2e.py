@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from bot.domain.requests import FAST_UNAVAILABLE
+from fake_discord import FakeMessage, InteractionHandle
 from inference.pipeline import DiffusersBackend
 from inference.tiny import FAST_UNET_FILE
 from tests.discord.conftest import Harness
-from tests.fake_discord import FakeMessage, InteractionHandle
 
 # diffusers' Euler scheduler calls np.array on a tensor in a way NumPy 2 deprecates; not our code.
 pytestmark = pytest.mark.filterwarnings(

@@ -11,8 +11,8 @@ from typing import Any
 import discord.webhook.async_ as webhook_module
 import pytest
 
+from fake_discord import FakeMessage, InteractionHandle
 from tests.discord.conftest import FaultsAfterRender, Harness, custom_ids, gated
-from tests.fake_discord import FakeMessage, InteractionHandle
 
 WEBHOOK_EDIT = "PATCH /webhooks/{application_id}/{token}/messages/{message_id}"
 CHANNEL_POST = "POST /channels/{channel_id}/messages"

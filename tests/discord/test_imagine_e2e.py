@@ -13,8 +13,8 @@ from PIL import Image
 
 from bot.scheduler.backend import RenderBatch, StepCallback
 from bot.store import database
+from fake_discord import FakeMessage
 from tests.discord.conftest import GatedBackend, Harness, WrappedBackend, custom_ids
-from tests.fake_discord import FakeMessage
 from tests.store.test_busy import db_path, write_locked
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
+from fake_discord import FakeMessage, InteractionHandle
 from tests.discord.conftest import Harness, gated
-from tests.fake_discord import FakeMessage, InteractionHandle
 
 MODERATOR_COMMANDS = ("quota", "limits", "ban", "unban", "queue-clear", "blocked-words")
 MEMBER_COMMANDS = ("imagine", "queue", "cancel", "usage")

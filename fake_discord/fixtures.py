@@ -1,6 +1,6 @@
 """pytest fixtures: `fake_discord` (started, discord.py patched at it, stopped afterwards).
 
-Use from a conftest: `from tests.fake_discord.fixtures import fake_discord  # noqa: F401`.
+Use from a conftest: `from fake_discord.fixtures import fake_discord  # noqa: F401`.
 Tweak strictness on the instance, e.g. `fake_discord.interaction_timeout = 0.2`.
 """
 

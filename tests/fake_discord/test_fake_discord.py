@@ -12,8 +12,8 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.fake_discord import FakeDiscord, InteractionHandle, ManualClock
-from tests.fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture under test)
+from fake_discord import FakeDiscord, InteractionHandle, ManualClock
+from fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture under test)
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 pytestmark = pytest.mark.timeout(30)
