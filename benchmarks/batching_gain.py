@@ -53,7 +53,7 @@ from benchmarks._common import benchmark_service, guild_member, machine_line
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
 from bot.domain.jobs import BatchKey, JobState, RenderMode
-from bot.scheduler.backend import ImageTask, RenderBatch, StepCallback
+from bot.domain.render import ImageTask, RenderBatch, StepCallback
 from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
 from bot.service import ImagineService

@@ -53,7 +53,7 @@ from benchmarks.workers import ROOT, drop_database, fresh_database
 from bot.app import ImagineApp
 from bot.discord_app.client import ImagineBot
 from bot.domain.errors import GenerationInterrupted
-from bot.scheduler.backend import RenderBatch, StepCallback
+from bot.domain.render import RenderBatch, StepCallback
 from bot.settings import Settings
 from fake_discord import FakeDiscord, FakeMessage, InteractionHandle
 from fake_discord.records import UploadedFile

@@ -55,7 +55,7 @@ from bot.domain.clock import SystemClock
 from bot.domain.errors import GenerationInterrupted
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
-from bot.scheduler.backend import RenderBatch, StepCallback
+from bot.domain.render import RenderBatch, StepCallback
 from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
 from bot.service import ImagineService

@@ -30,7 +30,7 @@ from benchmarks._common import benchmark_service, machine_line
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
 from bot.domain.members import Requester
-from bot.scheduler.backend import RenderBatch, StepCallback
+from bot.domain.render import RenderBatch, StepCallback
 from bot.scheduler.scheduler import GpuScheduler
 from bot.store.repository import JobStore
 

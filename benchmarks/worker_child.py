@@ -14,7 +14,7 @@ from PIL import Image
 
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
-from bot.scheduler.backend import RenderBatch, StepCallback
+from bot.domain.render import RenderBatch, StepCallback
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.store.repository import JobStore
 

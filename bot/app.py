@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import Clock, SystemClock
 from bot.domain.jobs import ModelKind
+from bot.domain.render import WARM_UP_GUIDANCE, GenerationBackend, WarmUpShape, warm_up
 from bot.domain.warm_up import warm_up_shapes
 from bot.moderation import ModerationService
-from bot.scheduler.backend import WARM_UP_GUIDANCE, GenerationBackend, WarmUpShape, warm_up
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.service import ImagineService
 from bot.settings import Settings, SettingsError

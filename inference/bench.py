@@ -37,8 +37,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from bot.domain.batch_profile import BatchProfile, BucketThroughput, Size, parse_sizes
 from bot.domain.jobs import BatchKey, RenderMode
+from bot.domain.render import ImageTask, RenderBatch
 from bot.domain.warm_up import served_sizes
-from bot.scheduler.backend import ImageTask, RenderBatch
 from inference.device import choose_device
 from inference.machine import cpu_model
 from inference.optimize import COMPILE_CHOICES, Optimizations

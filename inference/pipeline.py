@@ -37,7 +37,7 @@ from PIL import Image
 from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
 from bot.domain.jobs import BatchKey, ModelKind, RenderMode
 from bot.domain.params import GenerationLimits
-from bot.scheduler.backend import ImageTask, RenderBatch, StepCallback
+from bot.domain.render import ImageTask, RenderBatch, StepCallback
 from inference.device import choose_device, choose_dtype
 from inference.fast import FAST_SCHEDULERS, load_fast_unet, make_fast_scheduler
 from inference.optimize import Optimizations, apply, apply_to_unet

@@ -18,8 +18,8 @@ from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
 from bot.domain.jobs import Job
 from bot.domain.limits import UserLimits
 from bot.domain.params import GenerationLimits
+from bot.domain.render import RenderBatch, StepCallback
 from bot.moderation import ModerationService
-from bot.scheduler.backend import RenderBatch, StepCallback
 from bot.scheduler.scheduler import GpuScheduler
 from bot.service import ImagineService
 from bot.store.repository import JobStore

@@ -25,7 +25,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot.domain.jobs import JobState
-from bot.scheduler.backend import GenerationBackend, RenderBatch, StepCallback, WarmUpShape, warm_up
+from bot.domain.render import GenerationBackend, RenderBatch, StepCallback, WarmUpShape, warm_up
 from bot.scheduler.events import JobUpdate
 
 # Seconds: a job may wait from a moment to many minutes in a busy queue; renders take seconds to minutes.

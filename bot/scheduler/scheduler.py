@@ -22,7 +22,7 @@ from bot.domain.clock import Clock
 from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
 from bot.domain.estimates import DurationEstimator
 from bot.domain.jobs import NEEDS_SOURCE_IMAGE, Job, JobState
-from bot.scheduler.backend import GenerationBackend, ImageTask, RenderBatch
+from bot.domain.render import GenerationBackend, ImageTask, RenderBatch
 from bot.scheduler.events import JobUpdate, QueueInfo
 from bot.store.errors import DatabaseUnreachable
 from bot.store.records import Completion, JobResult, Lease

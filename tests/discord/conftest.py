@@ -14,7 +14,7 @@ import pytest
 
 from bot.app import ImagineApp
 from bot.discord_app.client import ImagineBot
-from bot.scheduler.backend import RenderBatch, StepCallback
+from bot.domain.render import RenderBatch, StepCallback
 from bot.settings import Settings
 from fake_discord import FakeDiscord, FakeMessage, InteractionHandle
 from fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture)

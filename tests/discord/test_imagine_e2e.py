@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.scheduler.backend import RenderBatch, StepCallback
+from bot.domain.render import RenderBatch, StepCallback
 from bot.store import database
 from fake_discord import FakeMessage
 from tests.discord.conftest import GatedBackend, Harness, WrappedBackend, custom_ids

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bot.domain.jobs import BatchKey, RenderMode
-from bot.scheduler.backend import ImageTask, RenderBatch
+from bot.domain.render import ImageTask, RenderBatch
 from inference import fast as fast_module
 from inference.pipeline import DiffusersBackend
 from inference.tiny import FAST_LORA_FILE, FAST_UNET_FILE

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bot.app import make_backend
 from bot.domain.jobs import BatchKey, RenderMode
-from bot.scheduler.backend import ImageTask, RenderBatch
+from bot.domain.render import ImageTask, RenderBatch
 from bot.settings import load_settings
 from inference.optimize import RECOMPILE_LIMIT, Optimizations, apply
 from inference.pipeline import DiffusersBackend

@@ -11,7 +11,7 @@ from PIL import Image
 
 from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
 from bot.domain.jobs import BatchKey, RenderMode
-from bot.scheduler.backend import ImageTask, RenderBatch
+from bot.domain.render import ImageTask, RenderBatch
 from inference.pipeline import DiffusersBackend, img2img_schedule_steps
 from inference.tiny import make_tiny_pipeline, make_tokenizer
 from tests.inference.images import always, pixels

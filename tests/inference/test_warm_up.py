@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bot.domain.errors import BackendOutOfMemory
-from bot.scheduler.backend import RenderBatch, StepCallback, warm_up
+from bot.domain.render import RenderBatch, StepCallback, warm_up
 from inference.pipeline import DiffusersBackend
 
 pytestmark = pytest.mark.filterwarnings(

@@ -1,7 +1,8 @@
-"""The contract between the scheduler and whatever renders images (diffusers on a GPU, or a test double).
+"""The render contract: what the scheduler hands to whatever renders images, and what it gets back.
 
-The scheduler never imports torch: it hands a `RenderBatch` to a `GenerationBackend` in a worker thread
-and gets Pillow images back.
+`inference/` (diffusers on a GPU) and the tests' doubles implement `GenerationBackend`; the scheduler hands
+it a `RenderBatch` in a worker thread and gets Pillow images back. Pillow is only named for typing here, so
+the domain stays standard-library Python.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-
-from PIL import Image
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bot.domain.jobs import BatchKey, ModelKind, RenderMode
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
