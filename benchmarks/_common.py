@@ -14,7 +14,7 @@ from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
 from bot.domain.params import GenerationLimits
 from bot.scheduler.scheduler import GpuScheduler
-from bot.service import ImagineService
+from bot.services.imagine import ImagineService
 from bot.store.repository import JobStore
 from inference.machine import cpu_model
 

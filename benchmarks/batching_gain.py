@@ -56,7 +56,7 @@ from bot.domain.jobs import BatchKey, JobState, RenderMode
 from bot.domain.render import ImageTask, RenderBatch, StepCallback
 from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
-from bot.service import ImagineService
+from bot.services.imagine import ImagineService
 from bot.store.repository import JobStore
 from inference.pipeline import DiffusersBackend
 from inference.tiny import make_tiny_model

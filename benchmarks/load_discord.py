@@ -50,11 +50,11 @@ from rich.table import Table
 
 from benchmarks._common import machine_line, percentile
 from benchmarks.workers import ROOT, drop_database, fresh_database
-from bot.app import ImagineApp
 from bot.discord_app.client import ImagineBot
 from bot.domain.errors import GenerationInterrupted
 from bot.domain.render import RenderBatch, StepCallback
-from bot.settings import Settings
+from bot.runtime.app import ImagineApp
+from bot.runtime.settings import Settings
 from fake_discord import FakeDiscord, FakeMessage, InteractionHandle
 from fake_discord.records import UploadedFile
 

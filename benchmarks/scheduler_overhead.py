@@ -58,7 +58,7 @@ from bot.domain.members import Requester
 from bot.domain.render import RenderBatch, StepCallback
 from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
-from bot.service import ImagineService
+from bot.services.imagine import ImagineService
 from bot.store.images import ImageFiles
 from bot.store.repository import JobStore
 

@@ -19,9 +19,9 @@ from bot.domain.jobs import Job
 from bot.domain.limits import UserLimits
 from bot.domain.params import GenerationLimits
 from bot.domain.render import RenderBatch, StepCallback
-from bot.moderation import ModerationService
 from bot.scheduler.scheduler import GpuScheduler
-from bot.service import ImagineService
+from bot.services.imagine import ImagineService
+from bot.services.moderation import ModerationService
 from bot.store.repository import JobStore
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import ImagineApp
 from bot.domain.clock import SystemClock
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
-from bot.settings import Settings
+from bot.runtime.app import ImagineApp
+from bot.runtime.settings import Settings
 from bot.store import database
 from bot.store.errors import DatabaseUnreachable
 from bot.store.repository import JobStore

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import ImagineApp
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
-from bot.settings import Settings, SettingsError
+from bot.runtime.app import ImagineApp
+from bot.runtime.settings import Settings, SettingsError
 from tests.fakes import FakeBackend
 
 MEMBER = Requester(user_id=7, guild_id=1, channel_id=2)

@@ -9,11 +9,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app import ImagineApp
 from bot.discord_app.components import DYNAMIC_ITEMS
 from bot.discord_app.delivery import DeliveryManager
 from bot.discord_app.errors import reply_error
 from bot.domain.clock import Clock, SystemClock
+from bot.runtime.app import ImagineApp
 from bot.store.deliveries import DeliveryStore
 
 log = logging.getLogger(__name__)

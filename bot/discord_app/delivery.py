@@ -31,11 +31,11 @@ from bot.discord_app import presenters
 from bot.discord_app.components import cancel_view, grid_view
 from bot.domain.clock import Clock
 from bot.domain.jobs import Job, JobKind, JobState
-from bot.imaging import compose_grid, encode_for_upload
 from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
 from bot.store.deliveries import Delivery, DeliveryStore
 from bot.store.repository import JobStore
+from bot.utils.imaging import compose_grid, encode_for_upload
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import discord
 
 from bot.domain.jobs import Job, JobKind
 from bot.scheduler.events import JobUpdate, QueueInfo
-from bot.service import Usage
+from bot.services.imagine import Usage
 
 # Discord's limits (the API rejects anything longer).
 TITLE_LIMIT = 256

@@ -8,7 +8,6 @@ import logging
 import discord
 from rich.console import Console
 
-from bot.app import ImagineApp, make_backend
 from bot.discord_app.client import ImagineBot
 from bot.observability import (
     DiscordLogHandler,
@@ -17,7 +16,8 @@ from bot.observability import (
     scheduler_worker_up,
     serve_observability,
 )
-from bot.settings import Settings, SettingsError
+from bot.runtime.app import ImagineApp, make_backend
+from bot.runtime.settings import Settings, SettingsError
 
 RESTART_DELAYS = (1.0, 5.0, 15.0, 60.0)  # pauses before starting again after a 5xx at start, then every 60 s
 

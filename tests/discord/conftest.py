@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from bot.app import ImagineApp
 from bot.discord_app.client import ImagineBot
 from bot.domain.render import RenderBatch, StepCallback
-from bot.settings import Settings
+from bot.runtime.app import ImagineApp
+from bot.runtime.settings import Settings
 from fake_discord import FakeDiscord, FakeMessage, InteractionHandle
 from fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.cli import main
 from bot.domain.batch_profile import BatchProfile
-from bot.settings import load_settings
+from bot.entrypoints.cli import main
+from bot.runtime.settings import load_settings
 from inference.bench import (
     BenchConfig,
     bench_sizes,

@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.app import make_backend
 from bot.domain.jobs import BatchKey, RenderMode
 from bot.domain.render import ImageTask, RenderBatch
-from bot.settings import load_settings
+from bot.runtime.app import make_backend
+from bot.runtime.settings import load_settings
 from inference.optimize import RECOMPILE_LIMIT, Optimizations, apply
 from inference.pipeline import DiffusersBackend
 from inference.tiny import make_tiny_pipeline

@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
 from bot.observability import Metrics, make_app, scheduler_ready_check, serve, serve_observability
+from bot.runtime.settings import Settings
 from bot.scheduler.scheduler import GpuScheduler
-from bot.settings import Settings
 from bot.store.repository import JobStore
 from tests.fakes import FakeBackend
 

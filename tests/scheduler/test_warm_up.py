@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import ImagineApp
 from bot.domain.batch_profile import BatchProfile, BucketThroughput
 from bot.domain.clock import SystemClock
 from bot.domain.jobs import JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
 from bot.domain.render import RenderBatch
 from bot.observability import Metrics, scheduler_ready_check
-from bot.settings import Settings, SettingsError, load_settings
+from bot.runtime.app import ImagineApp
+from bot.runtime.settings import Settings, SettingsError, load_settings
 from bot.store.repository import JobStore
 from tests.fakes import FakeBackend
 

@@ -19,8 +19,8 @@ from bot.domain.errors import ImagineError, InvalidRequest
 from bot.domain.jobs import Job
 from bot.domain.members import Requester
 from bot.domain.params import ASPECT_CHOICES, MAX_SEED
-from bot.imaging import encode_for_upload
-from bot.service import ImagineService
+from bot.services.imagine import ImagineService
+from bot.utils.imaging import encode_for_upload
 
 if TYPE_CHECKING:
     from bot.discord_app.client import ImagineBot

@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.discord_app import presenters
 from bot.discord_app.cogs.imagine import requester_of
-from bot.moderation import ModerationService
+from bot.services.moderation import ModerationService
 from bot.store.repository import GuildSettingsChanges
 
 if TYPE_CHECKING:

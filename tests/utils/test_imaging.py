@@ -8,8 +8,8 @@ import random
 import pytest
 from PIL import Image
 
-from bot import imaging
-from bot.imaging import compose_grid, encode_for_upload, encode_png
+from bot.utils import imaging
+from bot.utils.imaging import compose_grid, encode_for_upload, encode_png
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
 

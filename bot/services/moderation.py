@@ -14,7 +14,7 @@ from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from bot.domain.moderation import normalize_word
 from bot.scheduler.scheduler import GpuScheduler
-from bot.service import ImagineService, Usage
+from bot.services.imagine import ImagineService, Usage
 from bot.store.records import GuildSettings
 from bot.store.repository import GuildSettingsChanges, JobStore
 

@@ -11,10 +11,10 @@ from bot.domain.clock import Clock, SystemClock
 from bot.domain.jobs import ModelKind
 from bot.domain.render import WARM_UP_GUIDANCE, GenerationBackend, WarmUpShape, warm_up
 from bot.domain.warm_up import warm_up_shapes
-from bot.moderation import ModerationService
+from bot.runtime.settings import Settings, SettingsError
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
-from bot.service import ImagineService
-from bot.settings import Settings, SettingsError
+from bot.services.imagine import ImagineService
+from bot.services.moderation import ModerationService
 from bot.store.repository import JobStore
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from rich.table import Table
 from bot.domain.errors import ImagineError
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
-from bot.logs import configure_logging
+from bot.runtime.logs import configure_logging
+from bot.runtime.settings import Settings, SettingsError, load_settings
 from bot.scheduler.events import JobUpdate
-from bot.settings import Settings, SettingsError, load_settings
 from bot.store.database import describe_url
 
 console = Console(stderr=True)
@@ -188,7 +188,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.worker import run_worker
+    from bot.entrypoints.worker import run_worker
 
     return await run_worker(settings, console)
 
@@ -202,8 +202,8 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.app import ImagineApp
-    from bot.imaging import compose_grid
+    from bot.runtime.app import ImagineApp
+    from bot.utils.imaging import compose_grid
 
     with console.status("Loading the model…"):
         try:
@@ -295,7 +295,7 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
         healthy = False
         table.add_row("device", f"[red]{error}[/red]")
     try:
-        from bot.app import make_backend
+        from bot.runtime.app import make_backend
 
         started = time.perf_counter()
         backend = make_backend(settings)

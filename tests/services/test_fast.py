@@ -100,7 +100,7 @@ async def test_moderators_make_fast_the_default_and_it_is_recorded(world: Servic
 def test_settings_turn_fast_mode_on_with_its_bounds() -> None:
     """FAST_MODEL unset: no fast limits. Set: the fast defaults and bounds, the default never above the
     most allowed, sizes as the full model's."""
-    from bot.settings import Settings
+    from bot.runtime.settings import Settings
 
     assert Settings(_env_file=None).fast_generation_limits(1024) is None
     settings = Settings(_env_file=None, fast_model="a/b:c.safetensors", fast_steps=12, fast_max_steps=6)

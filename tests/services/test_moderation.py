@@ -13,7 +13,7 @@ from bot.domain.errors import InvalidRequest, LimitExceeded, NotAllowed
 from bot.domain.jobs import Job, JobState
 from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
-from bot.moderation import ModerationService
+from bot.services.moderation import ModerationService
 from tests.fakes import ServiceWorld, service_world
 
 GUILD = 500

@@ -9,9 +9,9 @@ import signal
 
 from rich.console import Console
 
-from bot.app import ImagineApp, make_backend
 from bot.observability import Metrics, scheduler_ready_check, scheduler_worker_up, serve_observability
-from bot.settings import Settings, SettingsError
+from bot.runtime.app import ImagineApp, make_backend
+from bot.runtime.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.domain.batch_profile import BatchProfile, BucketThroughput
-from bot.settings import DEFAULT_BATCH_PROFILE, SettingsError, load_settings
+from bot.runtime.settings import DEFAULT_BATCH_PROFILE, SettingsError, load_settings
 
 PROFILE = BatchProfile(
     device="cpu",

@@ -1,0 +1,1 @@
+"""How the bot is started: the `imagine-bot` command line and the worker process."""

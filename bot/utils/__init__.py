@@ -1,0 +1,1 @@
+"""Helpers shared by the adapters: composing and encoding result images."""
