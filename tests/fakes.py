@@ -22,7 +22,7 @@ from bot.domain.render import RenderBatch, StepCallback
 from bot.scheduler.scheduler import GpuScheduler
 from bot.services.imagine import ImagineService
 from bot.services.moderation import ModerationService
-from bot.store.repository import JobStore
+from bot.store import JobStore, Stores
 
 
 def seed_colour(seed: int) -> tuple[int, int, int]:
@@ -84,6 +84,7 @@ class ServiceWorld:
     service: ImagineService
     moderation: ModerationService
     store: JobStore
+    stores: Stores
     scheduler: GpuScheduler
     backend: FakeBackend
     clock: FakeClock
@@ -95,12 +96,14 @@ class ServiceWorld:
 @asynccontextmanager
 async def service_world(tmp_path: Path, user_limits: UserLimits) -> AsyncIterator[ServiceWorld]:
     clock = FakeClock()
-    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", clock)
+    stores = await Stores.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", clock)
+    store = stores.jobs
     backend = FakeBackend()
     scheduler = GpuScheduler(store, backend, BatchingConfig(max_wait=0), clock)
     await scheduler.start()
     service = ImagineService(
         store,
+        stores.admission,
         scheduler,
         generation=GenerationLimits(base_resolution=64, default_steps=3, max_steps=10),
         user_limits=user_limits,
@@ -109,10 +112,16 @@ async def service_world(tmp_path: Path, user_limits: UserLimits) -> AsyncIterato
     )
     try:
         yield ServiceWorld(
-            service, ModerationService(store, scheduler, service), store, scheduler, backend, clock
+            service,
+            ModerationService(stores.moderation, store, scheduler, service),
+            store,
+            stores,
+            scheduler,
+            backend,
+            clock,
         )
     finally:
         if backend.gate is not None:
             backend.gate.set()
         await scheduler.stop()
-        await store.close()
+        await stores.close()

@@ -9,12 +9,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_app.cogs.imagine import ImagineCog
+from bot.discord_app.cogs.moderation import ModerationCog
 from bot.discord_app.components import DYNAMIC_ITEMS
 from bot.discord_app.delivery import DeliveryManager
 from bot.discord_app.errors import reply_error
 from bot.domain.clock import Clock, SystemClock
 from bot.runtime.app import ImagineApp
-from bot.store.deliveries import DeliveryStore
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +55,13 @@ class ImagineBot(commands.Bot):
         )
         self.app = app
         self.sync_guild_id = guild_id
-        self.delivery_store = DeliveryStore(app.store)
         clock = clock or SystemClock()
         options = {} if edit_interval is None else {"edit_interval": edit_interval}
-        self.delivery = DeliveryManager(self, app.store, self.delivery_store, app.scheduler, clock, **options)
-        self.button_actions: Any = None
+        self.delivery = DeliveryManager(self, app.results, clock, **options)
 
     async def setup_hook(self) -> None:
         for cog in COGS:
             await self.load_extension(cog)
-        self.button_actions = self.get_cog("ImagineCog")
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         if self.sync_guild_id is not None:
             guild = discord.Object(self.sync_guild_id)
@@ -73,6 +71,17 @@ class ImagineBot(commands.Bot):
             synced = await self.tree.sync()
         log.info("synced %d slash commands", len(synced), extra={"guild_id": self.sync_guild_id})
         await self.delivery.start()
+
+    # Cogs reach each other through these typed properties (None until loaded), as in RoboDanny.
+    @property
+    def imagine(self) -> ImagineCog | None:
+        cog = self.get_cog("ImagineCog")
+        return cog if isinstance(cog, ImagineCog) else None
+
+    @property
+    def moderation(self) -> ModerationCog | None:
+        cog = self.get_cog("ModerationCog")
+        return cog if isinstance(cog, ModerationCog) else None
 
     async def on_ready(self) -> None:
         log.info("connected to Discord", extra={"user": str(self.user), "guilds": len(self.guilds)})

@@ -8,27 +8,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Coroutine
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
 from bot.discord_app.errors import reply_error
 
+if TYPE_CHECKING:
+    from bot.discord_app.client import ImagineBot
+    from bot.discord_app.cogs.imagine import ImagineCog
+
 PREFIX = "ib"  # short, so every custom_id stays far below Discord's 100 characters
 
 
-class ButtonActions(Protocol):
-    """What the buttons ask the bot to do; implemented by the imagine cog."""
-
-    async def show_single(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None: ...
-    async def vary(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None: ...
-    async def upscale(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None: ...
-    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None: ...
-    async def cancel(self, interaction: discord.Interaction[Any], job_id: int) -> None: ...
-
-
-def _actions(interaction: discord.Interaction[Any]) -> ButtonActions:
-    return cast(ButtonActions, interaction.client.button_actions)
+def _actions(interaction: discord.Interaction[Any]) -> ImagineCog:
+    """The imagine cog, which does what the buttons ask."""
+    cog = cast("ImagineBot", interaction.client).imagine
+    if cog is None:
+        raise RuntimeError("the imagine cog is not loaded")
+    return cog
 
 
 async def _press(interaction: discord.Interaction[Any], action: Coroutine[Any, Any, None]) -> None:

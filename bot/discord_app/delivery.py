@@ -30,11 +30,10 @@ import discord
 from bot.discord_app import presenters
 from bot.discord_app.components import cancel_view, grid_view
 from bot.domain.clock import Clock
+from bot.domain.events import JobUpdate
 from bot.domain.jobs import Job, JobKind, JobState
-from bot.scheduler.events import JobUpdate
-from bot.scheduler.scheduler import GpuScheduler
-from bot.store.deliveries import Delivery, DeliveryStore
-from bot.store.repository import JobStore
+from bot.domain.records import Delivery
+from bot.services.results import ResultService
 from bot.utils.imaging import compose_grid, encode_for_upload
 
 log = logging.getLogger(__name__)
@@ -51,17 +50,13 @@ class DeliveryManager:
     def __init__(
         self,
         client: discord.Client,
-        store: JobStore,
-        deliveries: DeliveryStore,
-        scheduler: GpuScheduler,
+        results: ResultService,
         clock: Clock,
         *,
         edit_interval: float = EDIT_INTERVAL,
     ) -> None:
         self._client = client
-        self._store = store
-        self._deliveries = deliveries
-        self._scheduler = scheduler
+        self._results = results
         self._clock = clock
         self._edit_interval = edit_interval
         self._latest: dict[int, JobUpdate] = {}  # job id -> newest progress not yet shown
@@ -74,17 +69,17 @@ class DeliveryManager:
 
     async def start(self) -> None:
         """Listen to the scheduler and deliver whatever finished while the bot was down."""
-        self._scheduler.add_listener(self._on_update)
+        self._results.follow(self._on_update)
         self._refresher = asyncio.create_task(self._refresh_loop(), name="status-refresh")
-        for delivery in await self._deliveries.undelivered_finished():
+        for delivery in await self._results.undelivered_results():
             self._spawn(self.deliver(delivery.job_id))
-        for delivery in await self._deliveries.active():
+        for delivery in await self._results.waiting_deliveries():
             self._latest[delivery.job_id] = JobUpdate(delivery.job_id, JobState.QUEUED)
 
     async def stop(self) -> None:
         if self._refresher is None:
             return  # never started: the bot stopped before setup (a refused login, say)
-        self._scheduler.remove_listener(self._on_update)
+        self._results.unfollow(self._on_update)
         tasks = [task for task in (self._refresher, *self._tasks) if task is not None]
         for task in tasks:
             task.cancel()
@@ -106,7 +101,7 @@ class DeliveryManager:
             token = interaction.token
             expires = interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
             upload_limit = getattr(interaction, "filesize_limit", None) or upload_limit
-        await self._deliveries.create(
+        await self._results.track(
             job.id,
             channel_id=channel_id,
             message_id=message_id,
@@ -114,7 +109,7 @@ class DeliveryManager:
             token_expires_at=expires,
             upload_limit=upload_limit,
         )
-        current = await self._store.get_job(job.id)
+        current = await self._results.job(job.id)
         if current.state.is_final:
             await self.deliver(job.id)  # it finished before we got here
         else:
@@ -139,7 +134,7 @@ class DeliveryManager:
                 # job it never saw queued): whatever is finished and undelivered goes out now.
                 sweep_at = now + SWEEP_SECONDS
                 with contextlib.suppress(Exception):
-                    for delivery in await self._deliveries.undelivered_finished():
+                    for delivery in await self._results.undelivered_results():
                         self._spawn(self.deliver(delivery.job_id))
             for job_id, update in list(self._latest.items()):
                 if now - self._last_edit.get(job_id, -1e9) >= self._edit_interval:
@@ -148,17 +143,17 @@ class DeliveryManager:
     async def _show_status(self, job_id: int, update: JobUpdate) -> None:
         """Edit the status message with the queue position or progress; skipped once the token expired."""
         async with self._lock(job_id):
-            delivery = await self._deliveries.get(job_id)
+            delivery = await self._results.delivery(job_id)
             if delivery is None or delivery.delivered_at is not None:
                 self._latest.pop(job_id, None)
                 return
-            job = await self._store.get_job(job_id)
+            job = await self._results.job(job_id)
             if job.state.is_final:
                 return
             if update.state is JobState.RUNNING and update.total_steps:
                 embed = presenters.progress_embed(job, update)
             else:
-                embed = presenters.queued_embed(job, self._scheduler.queue_info(job_id))
+                embed = presenters.queued_embed(job, self._results.queue_info(job_id))
             self._last_edit[job_id] = self._clock.monotonic()
             if self._latest.get(job_id) == update:
                 del self._latest[job_id]
@@ -185,18 +180,18 @@ class DeliveryManager:
 
     async def _deliver_once(self, job_id: int) -> None:
         async with self._lock(job_id):
-            delivery = await self._deliveries.get(job_id)
+            delivery = await self._results.delivery(job_id)
             if delivery is None or delivery.delivered_at is not None:
                 return
-            job = await self._store.get_job(job_id)
+            job = await self._results.job(job_id)
             if not job.state.is_final:
                 return
             message = await self._compose(job, delivery)
             delivered = await self._send(job, delivery, message)
             if delivered is not None and job.state is JobState.SUCCEEDED and job.kind is not JobKind.UPSCALE:
                 # So that a reaction on the grid can be traced back to its job.
-                await self._deliveries.record_message(delivered.id, delivered.channel.id, job.id, None)
-            await self._deliveries.mark_delivered(
+                await self._results.record_message(delivered.id, delivered.channel.id, job.id, None)
+            await self._results.mark_delivered(
                 job_id,
                 channel_id=delivered.channel.id if delivered else None,
                 message_id=delivered.id if delivered else None,
@@ -211,8 +206,7 @@ class DeliveryManager:
             return _Outgoing(embed=presenters.failed_embed(job, job.error or "unknown error"))
         if job.state is JobState.CANCELLED:
             return _Outgoing(embed=presenters.cancelled_embed(job))
-        stored = await self._store.job_images(job.id)
-        images = [await self._store.load_image(image.id) for image in stored]
+        images = await self._results.images(job.id)
         upload_limit = delivery.upload_limit
 
         def encode() -> tuple[bytes, str]:
@@ -224,7 +218,7 @@ class DeliveryManager:
         filename = f"imagine-{job.id}.{extension}"
         parent_url = None
         if job.spec.parent_job_id is not None:
-            parent = await self._deliveries.get(job.spec.parent_job_id)
+            parent = await self._results.delivery(job.spec.parent_job_id)
             if parent is not None and parent.result_message_id and parent.result_channel_id:
                 parent_url = _jump_url(job.spec.guild_id, parent.result_channel_id, parent.result_message_id)
         embed = presenters.result_embed(job, image_url=f"attachment://{filename}", parent_url=parent_url)
@@ -254,7 +248,7 @@ class DeliveryManager:
             found = await self._find_posted(job.id, delivery)
             if found is not None:
                 return found
-        await self._deliveries.mark_attempted(job.id)
+        await self._results.mark_attempted(job.id)
         done = "your images are ready" if job.state is JobState.SUCCEEDED else "about your image request"
         content = f"{mention} {done}:"
         channel = self._client.get_partial_messageable(delivery.channel_id)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import discord
 
+from bot.domain.events import JobUpdate, QueueInfo
 from bot.domain.jobs import Job, JobKind
-from bot.scheduler.events import JobUpdate, QueueInfo
 from bot.services.imagine import Usage
 
 # Discord's limits (the API rejects anything longer).

@@ -31,7 +31,9 @@ async def run_bot(settings: Settings, console: Console, *, render: bool = True) 
     apps: list[ImagineApp] = []
 
     async def ready() -> str | None:  # /readyz answers 503 while the model loads
-        return await scheduler_ready_check(apps[0].scheduler, apps[0].store)() if apps else "starting"
+        return (
+            await scheduler_ready_check(apps[0].scheduler, apps[0].stores.database)() if apps else "starting"
+        )
 
     discord_log = DiscordLogHandler(metrics)
     logging.getLogger("discord").addHandler(discord_log)

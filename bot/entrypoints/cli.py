@@ -15,11 +15,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bot.domain.errors import ImagineError
+from bot.domain.events import JobUpdate
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from bot.runtime.logs import configure_logging
 from bot.runtime.settings import Settings, SettingsError, load_settings
-from bot.scheduler.events import JobUpdate
 from bot.store.database import describe_url
 
 console = Console(stderr=True)
@@ -244,16 +244,15 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
                         bar, description="generating", completed=update.step, total=update.total_steps
                     )
 
-            app.scheduler.add_listener(show)
-            finished = await app.scheduler.wait_finished(job.id)
+            app.results.follow(show)
+            finished = await app.results.wait_finished(job.id)
         if finished.state is not JobState.SUCCEEDED:
             console.print(f"[red]Job #{job.id} {finished.state.value}: {finished.error}[/red]")
             return 1
         args.out.mkdir(parents=True, exist_ok=True)
-        stored = await app.store.job_images(job.id)
-        images = [await app.store.load_image(image.id) for image in stored]
-        for image, record in zip(images, stored, strict=True):
-            image.save(args.out / f"{job.id}-{record.index + 1}.png")
+        images = await app.results.images(job.id)
+        for index, image in enumerate(images):
+            image.save(args.out / f"{job.id}-{index + 1}.png")
         compose_grid(images).save(args.out / f"{job.id}-grid.png")
         console.print(f"Wrote {args.out}/{job.id}-grid.png and {len(images)} images (seeds {params.seed}…).")
         return 0

@@ -37,7 +37,9 @@ async def run_worker(settings: Settings, console: Console) -> int:
         return 2
     metrics.watch(app.scheduler, worker_up=lambda: scheduler_worker_up(app.scheduler))
     try:
-        async with serve_observability(settings, metrics, scheduler_ready_check(app.scheduler, app.store)):
+        async with serve_observability(
+            settings, metrics, scheduler_ready_check(app.scheduler, app.stores.database)
+        ):
             log.info("worker %s is taking jobs", settings.worker_name)
             await stop.wait()
     finally:

@@ -19,8 +19,8 @@ class ProbedScheduler(Protocol):
     def is_running(self) -> bool: ...
 
 
-class ProbedStore(Protocol):
-    async def active_jobs(self, user_id: int) -> int: ...
+class ProbedDatabase(Protocol):
+    async def ping(self) -> None: ...
 
 
 def scheduler_worker_up(scheduler: ProbedScheduler) -> bool:
@@ -28,7 +28,7 @@ def scheduler_worker_up(scheduler: ProbedScheduler) -> bool:
     return scheduler.is_running
 
 
-def scheduler_ready_check(scheduler: ProbedScheduler, store: ProbedStore) -> ReadyCheck:
+def scheduler_ready_check(scheduler: ProbedScheduler, database: ProbedDatabase) -> ReadyCheck:
     """Ready when the worker is up and the store answers a trivial query within STORE_TIMEOUT."""
 
     async def check() -> str | None:
@@ -37,7 +37,7 @@ def scheduler_ready_check(scheduler: ProbedScheduler, store: ProbedStore) -> Rea
         if not scheduler_worker_up(scheduler):
             return "the model is not loaded or the scheduler is not running"
         try:
-            await asyncio.wait_for(store.active_jobs(0), STORE_TIMEOUT)
+            await asyncio.wait_for(database.ping(), STORE_TIMEOUT)
         except TimeoutError:
             return "the store did not answer in time"
         except Exception as error:

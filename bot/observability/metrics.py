@@ -24,9 +24,9 @@ from typing import Protocol
 from PIL import Image
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from bot.domain.events import JobUpdate
 from bot.domain.jobs import JobState
 from bot.domain.render import GenerationBackend, RenderBatch, StepCallback, WarmUpShape, warm_up
-from bot.scheduler.events import JobUpdate
 
 # Seconds: a job may wait from a moment to many minutes in a busy queue; renders take seconds to minutes.
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)

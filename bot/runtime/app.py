@@ -15,7 +15,8 @@ from bot.runtime.settings import Settings, SettingsError
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.services.imagine import ImagineService
 from bot.services.moderation import ModerationService
-from bot.store.repository import JobStore
+from bot.services.results import ResultService
+from bot.store import Stores
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,11 @@ def warm_up_step(
 @dataclass
 class ImagineApp:
     settings: Settings
-    store: JobStore
+    stores: Stores
     scheduler: GpuScheduler
     service: ImagineService
     moderation: ModerationService
+    results: ResultService
 
     @classmethod
     async def start(
@@ -139,7 +141,7 @@ class ImagineApp:
         backend = backend or make_backend(settings)  # not loaded when render=False: sizes only
         warming = warm_up_step(settings, backend, batching) if render else None
         clock = clock or SystemClock()
-        store = await JobStore.open(settings.database_url, settings.image_dir, clock)
+        stores = await Stores.open(settings.database_url, settings.image_dir, clock)
         shared = None
         if settings.shares_queue:
             shared = SharedQueue(
@@ -149,7 +151,7 @@ class ImagineApp:
                 render=render,
             )
         scheduler = GpuScheduler(
-            store,
+            stores.jobs,
             backend,
             batching,
             clock,
@@ -163,18 +165,21 @@ class ImagineApp:
                 await scheduler.wait_ready()
         except BaseException:
             await scheduler.stop()
-            await store.close()
+            await stores.close()
             raise
         service = ImagineService(
-            store,
+            stores.jobs,
+            stores.admission,
             scheduler,
             generation=settings.generation_limits(backend.native_resolution),
             user_limits=settings.user_limits(),
             clock=clock,
             fast_generation=settings.fast_generation_limits(backend.native_resolution),
         )
-        return cls(settings, store, scheduler, service, ModerationService(store, scheduler, service))
+        moderation = ModerationService(stores.moderation, stores.jobs, scheduler, service)
+        results = ResultService(stores.jobs, stores.deliveries, scheduler)
+        return cls(settings, stores, scheduler, service, moderation, results)
 
     async def close(self) -> None:
         await self.scheduler.stop()
-        await self.store.close()
+        await self.stores.close()

@@ -21,12 +21,12 @@ from bot.domain.batching import Batch, BatchingConfig, FairBatchPolicy, QueueEnt
 from bot.domain.clock import Clock
 from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
 from bot.domain.estimates import DurationEstimator
+from bot.domain.events import JobUpdate, QueueInfo
 from bot.domain.jobs import NEEDS_SOURCE_IMAGE, Job, JobState
+from bot.domain.records import Completion, JobResult, Lease
 from bot.domain.render import GenerationBackend, ImageTask, RenderBatch
-from bot.scheduler.events import JobUpdate, QueueInfo
 from bot.store.errors import DatabaseUnreachable
-from bot.store.records import Completion, JobResult, Lease
-from bot.store.repository import JobStore
+from bot.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The application service: what members can ask for, with every check, in one place.
 
 The Discord adapter and the command line both call this; neither talks to the store or the scheduler
-directly for member requests. Checks run in order: ban, blocked words, quota, concurrency, rate limit
+itself. Checks run in order: ban, blocked words, quota, concurrency, rate limit
 (last, because it spends a token).
 """
 
@@ -13,6 +13,7 @@ from datetime import datetime
 
 from bot.domain.clock import Clock
 from bot.domain.errors import InvalidRequest, NotAllowed
+from bot.domain.events import QueueInfo
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState, ModelKind
 from bot.domain.limits import (
     RateLimiter,
@@ -25,11 +26,11 @@ from bot.domain.limits import (
 from bot.domain.members import LOCAL_USER_ID, Requester
 from bot.domain.moderation import find_blocked_word
 from bot.domain.params import GenerationLimits, GenerationParams, random_seed
+from bot.domain.records import Admission, AdmissionFacts, GuildSettings, StoredImage
 from bot.domain.requests import FAST_UNAVAILABLE, request_from_text
-from bot.scheduler.events import QueueInfo
 from bot.scheduler.scheduler import GpuScheduler
-from bot.store.records import Admission, AdmissionFacts, GuildSettings, StoredImage
-from bot.store.repository import JobStore
+from bot.store.admission import AdmissionStore
+from bot.store.jobs import JobStore
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class Usage:
 class ImagineService:
     def __init__(
         self,
-        store: JobStore,
+        jobs: JobStore,
+        admission: AdmissionStore,
         scheduler: GpuScheduler,
         *,
         generation: GenerationLimits,
@@ -55,8 +57,9 @@ class ImagineService:
         fast_generation: GenerationLimits | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.store = store
-        self.scheduler = scheduler
+        self._jobs = jobs
+        self._admission = admission
+        self._scheduler = scheduler
         self.generation = generation
         self.fast_generation = fast_generation  # None: no fast model is configured (FAST_MODEL)
         self.user_limits = user_limits
@@ -97,7 +100,7 @@ class ImagineService:
         return await self._submit(requester, JobKind.GENERATE, request.params, model=request.model)
 
     async def reroll(self, requester: Requester, job_id: int) -> Job:
-        parent = await self.store.get_job(job_id)
+        parent = await self._jobs.get_job(job_id)
         guild = await self._guild(requester)
         self._check_may_use(requester, parent, guild)
         if parent.kind not in (JobKind.GENERATE, JobKind.REROLL, JobKind.VARIATION):
@@ -150,7 +153,7 @@ class ImagineService:
 
     async def check_may_use(self, requester: Requester, job_id: int) -> Job:
         """The job, if the requester may press its buttons; NotAllowed otherwise."""
-        job = await self.store.get_job(job_id)
+        job = await self._jobs.get_job(job_id)
         self._check_may_use(requester, job, await self._guild(requester))
         return job
 
@@ -163,22 +166,24 @@ class ImagineService:
     # -- requests about jobs ------------------------------------------------------------------------------
 
     async def cancel(self, requester: Requester, job_id: int) -> Job:
-        job = await self.store.get_job(job_id)
+        job = await self._jobs.get_job(job_id)
         if job.user_id != requester.user_id and not requester.is_moderator:
             raise NotAllowed("You can only cancel your own jobs.")
         if job.state.is_final:
             raise InvalidRequest(f"Job #{job_id} has already {_finished_words(job.state)}.")
-        return await self.scheduler.cancel(job_id)
+        return await self._scheduler.cancel(job_id)
 
     async def my_jobs(self, requester: Requester) -> list[tuple[Job, QueueInfo | None]]:
-        jobs = await self.store.list_jobs(
+        jobs = await self._jobs.list_jobs(
             states=[JobState.QUEUED, JobState.RUNNING], user_id=requester.user_id, guild_id=requester.guild_id
         )
-        return [(job, self.scheduler.queue_info(job.id)) for job in jobs]
+        return [(job, self._scheduler.queue_info(job.id)) for job in jobs]
 
     async def usage(self, requester: Requester) -> Usage:
         now = self._clock.now()
-        facts = await self.store.admission_facts(requester.guild_id, requester.user_id, quota_day_start(now))
+        facts = await self._admission.admission_facts(
+            requester.guild_id, requester.user_id, quota_day_start(now)
+        )
         return Usage(facts.used_since, self.limits_for(facts).daily_quota, quota_resets_at(now))
 
     # -- limits -------------------------------------------------------------------------------------------
@@ -266,13 +271,13 @@ class ImagineService:
         if requester.user_id != LOCAL_USER_ID:  # the operator at the command line has no limits
             admission = Admission(quota_day_start(self._clock.now()), admit)
         try:
-            job = await self.store.create_job(spec, admit=admission)
+            job = await self._jobs.create_job(spec, admit=admission)
         except Exception:
             # The checks passed but no job was stored (a lost database, say): give the token back.
             if took_token:
                 self._rate.refund(requester.guild_id, requester.user_id)
             raise
-        self.scheduler.submit(job)
+        self._scheduler.submit(job)
         return job
 
     def _admit(self, requester: Requester, params: GenerationParams, facts: AdmissionFacts) -> None:
@@ -291,7 +296,7 @@ class ImagineService:
     async def _guild(self, requester: Requester) -> GuildSettings | None:
         if requester.guild_id is None:
             return None
-        settings, _ = await self.store.guild_rules(requester.guild_id)
+        settings, _ = await self._admission.guild_rules(requester.guild_id)
         return settings
 
     def _check_may_use(self, requester: Requester, job: Job, guild: GuildSettings | None) -> None:
@@ -302,8 +307,8 @@ class ImagineService:
         raise NotAllowed("Only the member who made this image (or a moderator) can use its buttons.")
 
     async def _image_of(self, job_id: int, index: int) -> tuple[Job, StoredImage]:
-        job = await self.store.get_job(job_id)
-        images = await self.store.job_images(job_id)
+        job = await self._jobs.get_job(job_id)
+        images = await self._jobs.job_images(job_id)
         if not 0 <= index < len(images):
             raise InvalidRequest(f"Job #{job_id} has no image {index + 1}.")
         return job, images[index]

@@ -13,10 +13,11 @@ from bot.domain.errors import InvalidRequest, NotAllowed
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from bot.domain.moderation import normalize_word
+from bot.domain.records import GuildSettings, GuildSettingsChanges
 from bot.scheduler.scheduler import GpuScheduler
 from bot.services.imagine import ImagineService, Usage
-from bot.store.records import GuildSettings
-from bot.store.repository import GuildSettingsChanges, JobStore
+from bot.store.jobs import JobStore
+from bot.store.moderation import ModerationStore
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,11 @@ class MemberQuota:
 
 
 class ModerationService:
-    def __init__(self, store: JobStore, scheduler: GpuScheduler, service: ImagineService) -> None:
+    def __init__(
+        self, store: ModerationStore, jobs: JobStore, scheduler: GpuScheduler, service: ImagineService
+    ) -> None:
         self._store = store
+        self._jobs = jobs
         self._scheduler = scheduler
         self._service = service
 
@@ -122,7 +126,7 @@ class ModerationService:
     async def _cancel_jobs(
         self, guild_id: int, user_id: int | None, states: list[JobState] | None = None
     ) -> list[int]:
-        jobs = await self._store.list_jobs(
+        jobs = await self._jobs.list_jobs(
             states=states or [JobState.QUEUED, JobState.RUNNING], guild_id=guild_id, user_id=user_id
         )
         cancelled = []

@@ -1,45 +1,83 @@
-"""The durable store: jobs, images and moderation settings in SQLite or PostgreSQL, images as PNG files.
+"""The durable store: jobs, images and moderation data in SQLite or PostgreSQL, images as PNG files.
 
-SQL stays inside this package (and `migrations/`); callers get domain objects and the records below.
+SQL stays inside this package (and `migrations/`); callers get domain objects and records. One store per
+concern, all on one `Database`:
+
+- `unit_of_work.py`  the engine and units of work that read or write
+- `jobs.py`          jobs, their state changes and their images (`job_statements.py`: the hot statements)
+- `admission.py`     what the checks on a new job read: quota used, jobs in flight, the guild's rules
+- `moderation.py`    guild settings, members' own quotas, bans, blocked words, the action log
+- `deliveries.py`    Discord's bookkeeping: status messages and delivered results
+- `notify.py`        new-job notification between processes (PostgreSQL NOTIFY)
+- `rows.py`          rows to records; `models.py` the tables; `database.py` engines and migrations
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from bot.domain.clock import Clock
+from bot.store.admission import AdmissionStore
 from bot.store.database import create_engine, downgrade, migrate, schema_is_current
-from bot.store.errors import ImageNotFound, StoreUnavailable
+from bot.store.deliveries import DeliveryStore
+from bot.store.errors import DatabaseUnreachable, ImageNotFound, StoreUnavailable
 from bot.store.images import ImageFiles
-from bot.store.records import (
-    Admission,
-    AdmissionFacts,
-    Ban,
-    Completion,
-    GuildSettings,
-    JobResult,
-    Lease,
-    ModeratorAction,
-    QuotaOverride,
-    RecoveryReport,
-    StoredImage,
-)
-from bot.store.repository import GuildSettingsChanges, JobStore
+from bot.store.jobs import JobStore
+from bot.store.moderation import ModerationStore
+from bot.store.notify import Announcements
+from bot.store.unit_of_work import Database, make_image_folder
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Every store of one database and image folder, opened together."""
+
+    database: Database
+    jobs: JobStore
+    admission: AdmissionStore
+    moderation: ModerationStore
+    deliveries: DeliveryStore
+
+    @classmethod
+    async def open(cls, database_url: str, image_dir: Path, clock: Clock) -> Stores:
+        """Migrate the database to the newest schema, then open it and the image folder.
+
+        Raises StoreUnavailable with one line an operator can act on."""
+        database = await Database.open(database_url, clock)
+        try:
+            await make_image_folder(image_dir)
+        except StoreUnavailable:
+            await database.close()
+            raise
+        admission = AdmissionStore(database)
+        jobs = JobStore(database, ImageFiles(image_dir), admission, Announcements(database))
+        return cls(database, jobs, admission, ModerationStore(database, admission), DeliveryStore(database))
+
+    async def close(self) -> None:
+        await self.database.close()
+
+    async def __aenter__(self) -> Stores:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
 
 __all__ = [
-    "Admission",
-    "AdmissionFacts",
-    "Ban",
-    "Completion",
-    "GuildSettings",
-    "GuildSettingsChanges",
+    "AdmissionStore",
+    "Database",
+    "DatabaseUnreachable",
+    "DeliveryStore",
     "ImageFiles",
     "ImageNotFound",
-    "JobResult",
     "JobStore",
-    "Lease",
-    "ModeratorAction",
-    "QuotaOverride",
-    "RecoveryReport",
+    "ModerationStore",
     "StoreUnavailable",
-    "StoredImage",
+    "Stores",
     "create_engine",
     "downgrade",
     "migrate",

@@ -27,7 +27,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import bot
-from bot.store import sqlite_driver
 from bot.store.errors import StoreUnavailable
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/imagine.db"
@@ -181,9 +180,11 @@ def _create_engine(url: str | URL, *, sqlite_foreign_keys: bool, **kwargs: Any) 
                 f"Can't create the folder for the database {path}: {error.strerror or error}."
             ) from error
     try:
-        # Statements run on the event loop's thread; lock waits are awaited (bot/store/sqlite_driver.py).
-        connect = sqlite_driver.connector(lock_patience=SQLITE_BUSY_TIMEOUT_MS / 1000)
-        engine = create_async_engine(parsed, connect_args={"async_creator_fn": connect}, **kwargs)
+        # aiosqlite runs each connection's statements in a thread of its own, so a wait for another
+        # process's write lock (up to busy_timeout) never blocks the event loop.
+        engine = create_async_engine(
+            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
+        )
     except (ArgumentError, NoSuchModuleError) as error:
         raise StoreUnavailable(f"Can't use the database {describe_url(parsed)}: {error}") from error
     _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
@@ -194,15 +195,16 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     """Pragmas on every new connection, and real transactions.
 
     The sqlite3 module only opens a transaction before DML, so a SELECT that decides an UPDATE would run
-    outside it and DDL would commit piecemeal. Instead the driver opens connections in autocommit mode and
-    we emit BEGIN ourselves: BEGIN IMMEDIATE for units of work that may write, so they take the write lock
-    up front (waiting up to SQLITE_BUSY_TIMEOUT_MS for another process's) and can never fail upgrading a
-    read lock to a write lock; a plain BEGIN for those marked READ_ONLY, which in WAL mode read a snapshot
-    without blocking anyone.
+    outside it and DDL would commit piecemeal. Instead each connection is put in autocommit mode and we
+    emit BEGIN ourselves (the recipe of SQLAlchemy's aiosqlite documentation): BEGIN IMMEDIATE for units
+    of work that may write, so they take the write lock up front (waiting up to SQLITE_BUSY_TIMEOUT_MS for
+    another process's) and can never fail upgrading a read lock to a write lock; a plain BEGIN for those
+    marked READ_ONLY, which in WAL mode read a snapshot without blocking anyone.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # no implicit BEGIN from the driver: see on_begin
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode = WAL")

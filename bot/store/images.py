@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
+
+from bot.domain.records import JobResult
 
 JOBS_PER_FOLDER = 10_000  # job folders per bucket folder, so no folder grows without bound
 
@@ -48,6 +52,19 @@ class ImageFiles:
             raise
         return relative
 
+    def save_results(self, results: Sequence[JobResult]) -> list[list[str]]:
+        """Each job's image files, in job order; on any error none of them is left behind."""
+        paths: list[list[str]] = []
+        try:
+            for result in results:
+                paths.append([])
+                for index, image in enumerate(result.images):
+                    paths[-1].append(self.save(result.job_id, index, image))
+        except BaseException:
+            self.remove_all([path for job_paths in paths for path in job_paths])
+            raise
+        return paths
+
     def load(self, path: str) -> Image.Image:
         """The image at `path`, fully read (the file is closed) and in RGB."""
         with Image.open(self._resolve(path)) as image:
@@ -61,6 +78,12 @@ class ImageFiles:
     def remove(self, path: str) -> None:
         """Delete a file if it is there (cleanup after a job turned out to be cancelled)."""
         self._resolve(path).unlink(missing_ok=True)
+
+    def remove_all(self, paths: Sequence[str]) -> None:
+        """Delete these files, as far as the disk lets us (cleanup never raises)."""
+        for path in paths:
+            with contextlib.suppress(OSError):
+                self.remove(path)
 
     def _resolve(self, path: str) -> Path:
         relative = PurePosixPath(path)

@@ -13,10 +13,10 @@ import pytest
 
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
+from bot.domain.events import JobUpdate
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
 from bot.observability import DiscordLogHandler, Metrics, scheduler_worker_up
-from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
 from bot.store.repository import JobStore
 from tests.fakes import FakeBackend

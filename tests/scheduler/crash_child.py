@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
-from bot.scheduler.events import JobUpdate
+from bot.domain.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.store.repository import JobStore
 from tests.fakes import FakeBackend

@@ -12,9 +12,9 @@ import pytest
 
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
+from bot.domain.events import JobUpdate
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
-from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler, _StepRelay
 from bot.store.errors import DatabaseUnreachable
 from bot.store.repository import JobStore

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bot.domain.clock import FakeClock
-from bot.store import JobStore
+from bot.store import AdmissionStore, JobStore, ModerationStore, Stores
 
 
 @pytest.fixture
@@ -20,7 +20,22 @@ def db_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def store(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[JobStore]:
-    job_store = await JobStore.open(db_url, tmp_path / "images", clock)
-    yield job_store
-    await job_store.close()
+async def stores(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Stores]:
+    opened = await Stores.open(db_url, tmp_path / "images", clock)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def store(stores: Stores) -> JobStore:
+    return stores.jobs
+
+
+@pytest.fixture
+def moderation(stores: Stores) -> ModerationStore:
+    return stores.moderation
+
+
+@pytest.fixture
+def admission(stores: Stores) -> AdmissionStore:
+    return stores.admission

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
+from sqlalchemy import select
 
 from bot.domain.jobs import IMAGES_PER_JOB, JobKind, JobSpec
 from bot.domain.params import GenerationParams
+from bot.domain.records import Completion, JobResult, ModeratorAction
+from bot.store import Database, JobStore
+from bot.store.models import ModeratorActionRow
+from bot.store.rows import action_from_row
 
 
 def make_params(**overrides: Any) -> GenerationParams:
@@ -36,3 +42,31 @@ def make_spec(
 def make_images(kind: JobKind = JobKind.GENERATE, size: tuple[int, int] = (16, 12)) -> list[Image.Image]:
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
     return [Image.new("RGB", size, colours[i]) for i in range(IMAGES_PER_JOB[kind])]
+
+
+# The job store's own API has no single-job shortcuts (the bot always moves batches); tests that move one
+# job through its states use these.
+
+
+async def mark_running(store: JobStore, job_ids: Sequence[int]) -> list[int]:
+    """QUEUED -> RUNNING; the ids that moved, in the order given."""
+    return [job.id for job in await store.start_jobs(job_ids)]
+
+
+async def complete_job(
+    store: JobStore, job_id: int, images: Sequence[Image.Image], seeds: Sequence[int]
+) -> Completion:
+    """Store one RUNNING job's images and mark it SUCCEEDED; the job as it ends."""
+    [completion] = await store.complete_jobs([JobResult(job_id, images, seeds)])
+    return completion
+
+
+async def action_log(database: Database, guild_id: int) -> list[ModeratorAction]:
+    """The guild's moderator actions, newest first (the store only appends to the log)."""
+    async with database.reading() as session:
+        rows = await session.scalars(
+            select(ModeratorActionRow)
+            .where(ModeratorActionRow.guild_id == guild_id)
+            .order_by(ModeratorActionRow.created_at.desc(), ModeratorActionRow.id.desc())
+        )
+        return [action_from_row(row) for row in rows.all()]

@@ -21,9 +21,9 @@ import pytest
 import bot.store.database as database
 from bot.domain.clock import FakeClock
 from bot.domain.jobs import JobState
+from bot.domain.records import JobResult
 from bot.store import JobStore
 from bot.store.errors import DatabaseUnreachable
-from bot.store.records import JobResult
 from tests.store.factories import make_images, make_spec
 
 HOLD = 1.5

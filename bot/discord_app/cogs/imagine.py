@@ -136,7 +136,7 @@ class ImagineCog(commands.Cog):
         requester = requester_of(interaction)
         job, image = await self.service.image_for(requester, job_id, index)
         await interaction.response.defer(thinking=True)
-        picture = await self.bot.app.store.load_image(image.id)
+        picture = await self.bot.app.results.image(image.id)
         limit = getattr(interaction, "filesize_limit", None) or DEFAULT_UPLOAD_LIMIT
         data, extension = await asyncio.to_thread(encode_for_upload, picture, limit)
         filename = f"imagine-{job.id}-{index + 1}.{extension}"
@@ -146,7 +146,7 @@ class ImagineCog(commands.Cog):
             attachments=[discord.File(io.BytesIO(data), filename=filename)],
             view=single_view(job.id, index),
         )
-        await self.bot.delivery_store.record_message(message.id, message.channel.id, job.id, index)
+        await self.bot.app.results.record_message(message.id, message.channel.id, job.id, index)
 
     async def vary(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None:
         requester = requester_of(interaction)
@@ -191,7 +191,7 @@ class ImagineCog(commands.Cog):
                     await interaction.edit_original_response(content=f"❌ {error}")
                 return
         else:
-            info = self.bot.app.scheduler.queue_info(job.id)
+            info = self.bot.app.results.queue_info(job.id)
             answer = await _first_answer(
                 interaction,
                 interaction.response.send_message(
@@ -215,7 +215,7 @@ class ImagineCog(commands.Cog):
         emoji = str(payload.emoji)
         if emoji not in VARIATION_EMOJIS and emoji != SINGLE_VARIATION_EMOJI:
             return
-        target = await self.bot.delivery_store.message_target(payload.message_id)
+        target = await self.bot.app.results.message_target(payload.message_id)
         if target is None:
             return
         job_id, shown_index = target

@@ -10,8 +10,8 @@ from discord.ext import commands
 
 from bot.discord_app import presenters
 from bot.discord_app.cogs.imagine import requester_of
+from bot.domain.records import GuildSettingsChanges
 from bot.services.moderation import ModerationService
-from bot.store.repository import GuildSettingsChanges
 
 if TYPE_CHECKING:
     from bot.discord_app.client import ImagineBot

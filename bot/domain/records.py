@@ -1,15 +1,16 @@
-"""What the store hands back: plain frozen dataclasses, so callers never see ORM rows or sessions."""
+"""What the store hands back and takes: plain frozen dataclasses, so callers never see rows or sessions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from bot.domain.jobs import Job
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,18 @@ class GuildSettings:
     updated_at: datetime | None = None  # None: never set, all defaults
 
 
+class GuildSettingsChanges(TypedDict, total=False):
+    """The settings a moderator can change; None resets one to the global default."""
+
+    daily_quota: int | None
+    rate_per_minute: int | None
+    rate_burst: int | None
+    max_concurrent: int | None
+    max_steps: int | None
+    buttons_for_everyone: bool
+    fast_by_default: bool
+
+
 @dataclass(frozen=True)
 class QuotaOverride:
     guild_id: int
@@ -119,3 +132,19 @@ class Admission:
 
     since: datetime  # count the quota from here (the start of the quota day)
     check: Callable[[AdmissionFacts], None]  # raises to refuse the job
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a job's status message is, and whether its result went out (Discord's bookkeeping)."""
+
+    job_id: int
+    channel_id: int
+    message_id: int | None
+    interaction_token: str | None = field(repr=False)  # a secret: never in a log line
+    token_expires_at: datetime | None
+    upload_limit: int
+    attempted_at: datetime | None
+    delivered_at: datetime | None
+    result_channel_id: int | None
+    result_message_id: int | None
