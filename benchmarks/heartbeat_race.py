@@ -1,13 +1,8 @@
-"""Why discord.py once said "Can't keep up, websocket is 41 s behind" during a load run on the fake Discord.
+"""Why discord.py can warn "Can't keep up, websocket is 41 s behind" against the local fake Discord.
 
-discord.py's keep-alive thread sends a heartbeat by scheduling the send on the event loop, waits for it,
-and only then records `_last_send`; `ack()` measures the latency as "now - _last_send" and warns above 10 s.
-When the gateway answers faster than that thread wakes up (a local fake, a busy GIL), the ACK is handled
-first and the latency it computes is the time since the *previous* heartbeat: one heartbeat interval,
-41.25 s with Discord's (and the fake's) default. This script shows it with a short interval: it connects a
-plain `discord.Client` to `fake_discord.FakeDiscord` (heartbeat every `--interval-ms`), optionally
-keeps a second thread busy, and counts the ACKs whose measured latency is at least half the interval
-(a true round trip on 127.0.0.1 is well under a millisecond).
+Connects a plain `discord.Client` to `fake_discord.FakeDiscord` (heartbeat every `--interval-ms`), with a
+second thread idle and then busy, and counts the ACKs whose measured latency is at least half the
+interval. The race it shows, and the results: docs/benchmarks.md.
 
     .venv/bin/python -m benchmarks.heartbeat_race
 """

@@ -1,29 +1,12 @@
 """load_discord: the whole bot under load, driven through the local fake Discord.
 
-What it runs. The real bot as `imagine-bot run` builds it in the default single-process deployment:
-`ImagineApp` (store on a temporary SQLite file, `GpuScheduler`, `ImagineService`) and `ImagineBot`
-(discord.py, the cogs, `DeliveryManager` with the production edit interval of 2 s), connected to
-`fake_discord.FakeDiscord`, the project's local fake Discord (REST + gateway on 127.0.0.1, with
-real per-route rate limits and 429s). Only the model is replaced: `SleepBackend` takes `--batch-ms` per
-batch whatever its size (sleeping between `on_step` calls, one per step, like a GPU), and returns solid
-images of the batch's size (native resolution 64 px).
+The real bot as `imagine-bot run` builds it, connected to `fake_discord.FakeDiscord`; only the model is
+replaced (`SleepBackend`, `--batch-ms` per batch). `--members` guild members type `/imagine` in a seeded
+shuffled order; printed: jobs/s, p50 / p99 from command to delivery, fairness at half time, lost and
+duplicated results, 429s and the bot's warnings. `--workers N` adds N worker processes on PostgreSQL.
+What each column means, and the results: docs/benchmarks.md.
 
-What it drives. `--members` guild members (not moderators) each type `/imagine` `--jobs / --members`
-times; the commands are shuffled (seeded) so that every member has work queued throughout the run.
-They are typed as fast as possible with at most `--concurrency` commands awaiting their first response,
-or at `--rate` commands per second. Limits are set so that nothing is refused (rate, burst, concurrent
-jobs, daily quota).
-
-What it measures.
-- jobs/s: jobs from the first command typed to the last result delivered.
-- p50 / p99: seconds from typing the command to its delivery, that is the moment the interaction's
-  original message is edited to carry the image (seen in the fake's store as it happens).
-- fairness: at the moment half of the jobs have been delivered, the most and fewest jobs any member has
-  had delivered ("max / min"). With the shuffled order, every member has ~`jobs/members/2` done if the
-  GPU is shared evenly; a FIFO scheduler would show the randomness of the arrival order.
-- lost: commands whose original message never showed a result; duplicates: result messages (channel
-  and DMs) or result edits beyond one per job.
-- 429s: rate-limit answers the fake gave (`fake.errors`), and WARNING+ log records of the bot.
+    .venv/bin/python -m benchmarks.load_discord
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """How busy the GPU stays while results are stored: storing beside the next render vs after each batch.
 
-A backend that takes a fixed time per batch (`--render-ms`, sleeping like a GPU call that releases the
-GIL) returns SDXL-sized images (`--size`, default 1024) that look like photographs to the PNG encoder
-(smooth colour with fine grain, about 0.2 bits a pixel). Everything else is real: the service, the
-store on a temporary SQLite file, the scheduler, the PNG files. Jobs from the command line, all queued at
-once; the scheduler's default batching (8 images, so 2 jobs a call).
-
-"GPU busy" is the share of the wall time spent inside `render()`: what storing costs the GPU.
+A backend that sleeps a fixed time per batch (`--render-ms`) returns SDXL-sized images that compress like
+photographs; the service, store, scheduler and PNG files are real. "GPU busy" is the share of the wall
+time spent inside `render()`. Results: docs/benchmarks.md.
 
     .venv/bin/python -m benchmarks.store_overlap                     # 16 jobs, 1024², 800 ms a batch
     .venv/bin/python -m benchmarks.store_overlap --render-ms 400 --jobs 24

@@ -1,24 +1,8 @@
 """`imagine-bot bench`: the serving path's speed, optimized against plain diffusers, measured in one run.
 
-Both variants render through `DiffusersBackend.render` (prompt encoding, per-image generators, CFG, the
-step callback, VAE decode, PIL conversion: what a member's job costs). For each batch size the first
-render is the warm-up (with torch.compile it compiles that shape) and is timed on its own; then `repeats`
-renders are timed. The variants:
-- optimized: DTYPE auto (bf16 on CUDA), `Optimizations.default_for(device)` and, on CUDA, torch.compile;
-- plain: float16 on a GPU (float32 on the CPU), no optimization at all: diffusers as documented.
-
-Sizes: the model's native square by default; `buckets` names others ("1344x768,1024x1024", or "all" for
-every aspect-ratio bucket at the native resolution and the doubles upscales render at). With
-`--profile-out FILE` the optimized variant's images/s per size and batch size are written as a batch
-profile (bot/domain/batch_profile.py) that the bot reads at start (BATCH_PROFILE) to choose its batch
-budget per size.
-
-Models: `tiny` (the random-weight tiny SDXL of inference/tiny.py, the default on the CPU, for CI),
-`sdxl-random` (the real SDXL 1.0 architecture with random weights, built on the GPU: it costs what the real
-model costs, no download; CUDA only, since a CPU would take hours), or a diffusers folder / hub id.
-Model FLOP utilization uses the FLOPs counted for SDXL in PERFORMANCE.md (13.52 TFLOPs per image-step for
-the CFG UNet and 10.47 TFLOPs per VAE decode at 1024², scaled by the pixel count); it is shown on CUDA for
-SDXL-sized models only.
+Both variants render through `DiffusersBackend.render`, at the sizes and batch sizes asked for; with
+`--profile-out FILE` the optimized images/s are written as a batch profile (bot/domain/batch_profile.py)
+that the bot reads at start. What is measured, the models and the results: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """The fast model: a few-step UNet that shares the base pipeline's text encoders and VAE.
 
-`FAST_MODEL` takes one of these forms (the same code path for a hub download and a local file):
-- `owner/repo:path/in/repo.safetensors`: one file from the Hugging Face hub (downloaded once, then cached),
-  e.g. `ByteDance/SDXL-Lightning:sdxl_lightning_4step_unet.safetensors`;
-- a local `.safetensors` file;
-- a local diffusers UNet folder (`config.json` + weights), or a pipeline folder with a `unet/` subfolder;
-- `owner/repo`: a hub repository holding a diffusers UNet (at its root or in `unet/`).
-
-A file is either a whole UNet state dict (SDXL-Lightning's `*_unet.safetensors`), loaded into a UNet built
-from the base UNet's config, or a LoRA (LCM-LoRA, Hyper-SD's `*-lora.safetensors`; keys with "lora"),
-fused into a copy of the base UNet with peft. Either way only the UNet is extra memory. The scheduler is the
-base's, switched to the one the checkpoint was distilled for (`FAST_SCHEDULER`): Euler with trailing
-timesteps for SDXL-Lightning, LCM for LCM-LoRA, DDIM with trailing timesteps (or TCD) for Hyper-SD LoRAs.
+Loads `FAST_MODEL` (a hub file, a local `.safetensors` file, or a diffusers UNet folder or repository)
+as a whole UNet or as a LoRA fused into a copy of the base UNet, and switches the base's scheduler to the
+one the checkpoint was distilled for (`FAST_SCHEDULER`). The accepted values: README, "Fast mode".
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""Speed-ups applied to a loaded SDXL pipeline (the known recipe, see PERFORMANCE.md in the shared notes).
+"""Speed-ups applied to a loaded SDXL pipeline: fused QKV projections, channels_last and torch.compile.
 
-- fused QKV projections: one matrix product instead of three for self-attention (two for cross-attention),
-  in the UNet and the VAE; diffusers then uses its fused SDPA processor.
-- channels_last: the UNet's and VAE's convolutions run in the NHWC layout the GPU kernels prefer.
-- torch.compile (inductor, max-autotune, full graph, static shapes) of the UNet and of `vae.decode`.
-  Every new input shape (images per batch × resolution) compiles again, for minutes with max-autotune:
-  warm each served shape up at start (`DiffusersBackend.warm_up`) so that no member's job pays for it.
-
-SDPA attention is diffusers' default and needs no switch; the number format comes from the DTYPE setting.
 Applied once, before img2img is made from the txt2img pipeline, so that both share the optimized modules.
+The recipe and why each shape must be warmed up under torch.compile: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,8 @@
 """The diffusers SDXL backend: renders a `RenderBatch` in one pipeline call.
 
-Modes:
-- txt2img: the SDXL base pipeline.
-- img2img (a variation): the chosen image, resized to the batch size, re-noised by `strength` and denoised
-  with the job's prompt.
-- upscale: a 2× "hires fix". The source is resized with Lanczos to the doubled size, then img2img at a
-  low `strength` re-draws the detail that resizing cannot invent. We use this rather than the x4 latent
-  upscaler (stabilityai/stable-diffusion-x4-upscaler) because it shares the SDXL weights already in memory
-  (no second model to download and keep on the GPU), it keeps SDXL's look instead of an SD2-era one, and
-  a low strength stays faithful to the chosen image. SDXL handles 2048 px poorly at high strength, which
-  is why the strength stays low (0.3 by default).
-
-Fast mode (`BatchKey.model == "fast"`, when `fast_model` is set): a second pair of pipelines built from the
-base's components with the few-step UNet and its own scheduler (inference/fast.py), so the text encoders
-and the VAE are shared and only the UNet is extra memory. Fast batches go through the same code below.
-
-Each image gets its own `torch.Generator` seeded with the task's seed, and empty negative prompts become
-zero embeddings row by row (as SDXL does for a lone empty negative), so an image depends only on its own
-prompt, negative prompt and seed, never on its batch-mates.
+txt2img, variations (img2img) and 2× upscales (img2img at a low strength) share one set of SDXL weights;
+fast batches use a second pipeline built around the few-step UNet (inference/fast.py). Each image has its
+own seeded generator, so it never depends on its batch-mates. Why it is built so: docs/design-notes.md.
 """
 
 from __future__ import annotations

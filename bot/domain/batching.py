@@ -1,23 +1,9 @@
 """The batching policy: which queued jobs run together next, fair between members.
 
-The policy decides and never touches the GPU: `schedule(now)` returns a `Batch` to run, a `Wait`, or
-None when nothing is queued. It is plain data and code, so it is tested with a fake clock.
-
-Fairness (round-robin between members). Each member has their own FIFO queue. Members are served in
-order of the turn at which they were last served (never-served members first, ties broken by the age of
-their oldest job), so a member with 20 jobs queued gets one turn, then every other waiting member gets
-one, before their second job runs. This is a deliberate departure from FIFO: with plain FIFO one member
-can hold the GPU for everyone.
-
-Batching. The first job of the member whose turn it is decides the batch key (size, steps, guidance,
-mode...). The batch is then filled with compatible jobs in the same round-robin order, one job per member
-per pass, until the image budget is spent. A job that does not fit waits in its queue; nothing is dropped.
-The budget is `max_images` (MAX_BATCH_IMAGES), lowered for a size by the batch profile's measured budget
-(past it a bigger batch adds latency but no images/s) and for a key by what out-of-memory errors taught.
-
-Waiting for batch-mates. When nothing else is queued the batch starts at once: a lone job never pays a
-delay. When other jobs are queued (a burst), a batch that is not full is held until its oldest job has
-waited `max_wait` seconds, so that compatible jobs arriving a few milliseconds apart share one call.
+`schedule(now)` returns a `Batch` to run, a `Wait`, or None; it never touches the GPU, so it is tested
+with a fake clock. Members take turns (round-robin, a deliberate departure from FIFO, so that one member
+cannot hold the GPU for everyone), a batch is filled with compatible jobs up to an image budget, and a
+lone job starts at once. The rules in full: docs/design-notes.md.
 """
 
 from __future__ import annotations
