@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import platform
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from bot.domain.clock import Clock
@@ -15,7 +18,7 @@ from bot.domain.members import Requester
 from bot.domain.params import GenerationLimits
 from bot.scheduler.scheduler import GpuScheduler
 from bot.services.imagine import ImagineService
-from bot.store.repository import JobStore
+from bot.store import Stores
 from inference.machine import cpu_model
 
 GUILD_ID = 1_000_000_000_000
@@ -49,13 +52,35 @@ def machine_line() -> str:
     )
 
 
-def benchmark_service(store: JobStore, scheduler: GpuScheduler, size: int, clock: Clock) -> ImagineService:
+def benchmark_service(stores: Stores, scheduler: GpuScheduler, size: int, clock: Clock) -> ImagineService:
     """The service as the bot builds it, at the benchmark's image size and with limits that never refuse."""
     return ImagineService(
-        store,
+        stores.jobs,
+        stores.admission,
         scheduler,
         generation=GenerationLimits(base_resolution=size),
         user_limits=HIGH_LIMITS,
         clock=clock,
         rng=random.Random(0),
     )
+
+
+@contextlib.asynccontextmanager
+async def loop_stalls(interval: float = 0.001) -> AsyncIterator[list[float]]:
+    """While inside, how late (ms) the event loop ran a task that asked to wake every `interval` seconds:
+    what a Discord heartbeat or an interaction's answer would have waited while the loop was busy."""
+    stalls: list[float] = []
+
+    async def watch() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(interval)
+            stalls.append(max(0.0, time.perf_counter() - before - interval) * 1000)
+
+    watcher = asyncio.create_task(watch(), name="loop-stalls")
+    try:
+        yield stalls
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

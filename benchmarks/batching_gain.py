@@ -52,12 +52,12 @@ from rich.table import Table
 from benchmarks._common import benchmark_service, guild_member, machine_line
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
+from bot.domain.events import JobUpdate
 from bot.domain.jobs import BatchKey, JobState, RenderMode
 from bot.domain.render import ImageTask, RenderBatch, StepCallback
-from bot.scheduler.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler
 from bot.services.imagine import ImagineService
-from bot.store.repository import JobStore
+from bot.store import Stores
 from inference.pipeline import DiffusersBackend
 from inference.tiny import make_tiny_model
 
@@ -153,7 +153,7 @@ def measure_direct(backend: DiffusersBackend, size: int, args: argparse.Namespac
 
 @dataclass
 class BotSystem:
-    store: JobStore
+    stores: Stores
     scheduler: GpuScheduler
     service: ImagineService
     backend: RecordingBackend
@@ -233,14 +233,14 @@ async def measure_bot(
         systems: dict[str, BotSystem] = {}
         for mode, max_images in modes.items():
             folder = Path(tmp) / mode
-            store = await JobStore.open(f"sqlite+aiosqlite:///{folder}/jobs.db", folder / "images", clock)
+            stores = await Stores.open(f"sqlite+aiosqlite:///{folder}/jobs.db", folder / "images", clock)
             recording = RecordingBackend(backend)
             config = BatchingConfig(max_images=max_images, max_wait=args.max_wait_ms / 1000)
-            scheduler = GpuScheduler(store, recording, config, clock)
+            scheduler = GpuScheduler(stores.jobs, recording, config, clock)
             await scheduler.start()
             await scheduler.wait_ready()
-            service = benchmark_service(store, scheduler, size, clock)
-            system = systems[mode] = BotSystem(store, scheduler, service, recording)
+            service = benchmark_service(stores, scheduler, size, clock)
+            system = systems[mode] = BotSystem(stores, scheduler, service, recording)
             scheduler.add_listener(system.on_update)
         try:
             for repeat in range(args.repeats + 1):  # the first round is the warm-up
@@ -252,7 +252,7 @@ async def measure_bot(
         finally:
             for system in systems.values():
                 await system.scheduler.stop()
-                await system.store.close()
+                await system.stores.close()
     return [BotResult(size, mode, modes[mode], runs[mode]) for mode in modes]
 
 

@@ -28,7 +28,7 @@ from bot.domain.clock import SystemClock
 from bot.domain.members import Requester
 from bot.domain.render import RenderBatch, StepCallback
 from bot.scheduler.scheduler import GpuScheduler
-from bot.store.repository import JobStore
+from bot.store import Stores
 
 
 class TimedBackend:
@@ -68,12 +68,12 @@ class TimedBackend:
 
 async def run(overlap: bool, args: argparse.Namespace, folder: Path) -> tuple[float, float]:
     clock = SystemClock()
-    store = await JobStore.open(f"sqlite+aiosqlite:///{folder}/jobs.db", folder / "images", clock)
+    stores = await Stores.open(f"sqlite+aiosqlite:///{folder}/jobs.db", folder / "images", clock)
     backend = TimedBackend(args.render_ms / 1000, args.size)
-    scheduler = GpuScheduler(store, backend, BatchingConfig(), clock, store_beside_render=overlap)
+    scheduler = GpuScheduler(stores.jobs, backend, BatchingConfig(), clock, store_beside_render=overlap)
     await scheduler.start()
     await scheduler.wait_ready()
-    service = benchmark_service(store, scheduler, args.size, clock)
+    service = benchmark_service(stores, scheduler, args.size, clock)
     try:
         started = time.perf_counter()
         jobs = [
@@ -84,7 +84,7 @@ async def run(overlap: bool, args: argparse.Namespace, folder: Path) -> tuple[fl
         return time.perf_counter() - started, backend.busy
     finally:
         await scheduler.stop()
-        await store.close()
+        await stores.close()
 
 
 async def main(args: argparse.Namespace) -> None:

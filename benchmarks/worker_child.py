@@ -16,7 +16,7 @@ from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
 from bot.domain.render import RenderBatch, StepCallback
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
-from bot.store.repository import JobStore
+from bot.store import Stores
 
 
 class FixedTimeBackend:
@@ -42,9 +42,9 @@ class FixedTimeBackend:
 
 
 async def main(url: str, images: Path, name: str, batch_ms: float) -> None:
-    store = await JobStore.open(url, images, SystemClock())
+    stores = await Stores.open(url, images, SystemClock())
     scheduler = GpuScheduler(
-        store,
+        stores.jobs,
         FixedTimeBackend(batch_ms / 1000),
         BatchingConfig(),
         SystemClock(),

@@ -32,7 +32,7 @@ from benchmarks._common import machine_line
 from bot.domain.clock import SystemClock
 from bot.domain.jobs import JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
-from bot.store.repository import JobStore
+from bot.store import Stores
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = GenerationLimits(base_resolution=64)
@@ -56,7 +56,8 @@ async def drop_database(server: str, url: str) -> None:
 
 async def run(workers: int, args: argparse.Namespace, folder: Path) -> dict[str, float]:
     url = await fresh_database(args.url)
-    store = await JobStore.open(url, folder / "images", SystemClock())
+    stores = await Stores.open(url, folder / "images", SystemClock())
+    store = stores.jobs
     processes: list[asyncio.subprocess.Process] = []
     try:
         jobs = [
@@ -115,7 +116,7 @@ async def run(workers: int, args: argparse.Namespace, folder: Path) -> dict[str,
         for process in processes:
             process.kill()
             await process.wait()
-        await store.close()
+        await stores.close()
         await drop_database(args.url, url)
 
 
