@@ -1,25 +1,9 @@
 """How much batching gains: images/s with batching on and off, on the tiny SDXL pipeline on the CPU.
 
-The model is `inference.tiny` (random weights, the real SDXL layout and code path), written to a temporary
-folder and loaded by `inference.pipeline.DiffusersBackend(path, device="cpu", dtype="float32")`.
-
-Two measurements, at 64 px (the tiny model's native size) and 128 px (`base_resolution=128`):
-
-- backend only: one `render()` call of 16 images against four calls of 4 images, same batch key. This is
-  the most batching can gain on this machine, with no store or scheduler involved.
-- through the bot: J generate jobs of 4 images (default 8) submitted at once by J different guild members
-  through `ImagineService.imagine`, with the real `JobStore` (temporary SQLite file) and `GpuScheduler`,
-  timed from the first submit to the last job's final update. Batching off is `BatchingConfig(max_images=4)`
-  (one job per pipeline call); on is `max_images=16` (up to four jobs per call). The table lists the
-  pipeline calls that really ran (a lone first job starts at once, by design) and the share of the wall
-  time spent inside `render()`, so the scheduler's own effect can be told from the model's.
-
-Each case runs `--repeats` times, the two modes alternating so that load from other work on the machine
-hits both alike; the tables give the best (least disturbed) and the median time, and the gain from each.
-On a shared machine the best is the steadier figure: a CPU that other processes also use slows torch's
-OpenMP threads by whole multiples now and then. One untimed warm-up run per case comes first.
-
-Run (default: well under a minute on 2 cores):
+Backend only (one `render()` of 16 images against four of 4) and through the bot (jobs from different
+members through the real service, store and scheduler, with `max_images` 4 against 16), at 64 and 128 px,
+each case repeated with the modes alternating. What each column means, and the results:
+docs/benchmarks.md.
 
     cd /work/main && .venv/bin/python -m benchmarks.batching_gain
     .venv/bin/python -m benchmarks.batching_gain --jobs 16 --steps 8 --sizes 64 --repeats 7

@@ -1,29 +1,10 @@
 """What the store and the scheduler cost per job, with a backend that renders instantly.
 
-Everything but the model is real: `ImagineService.imagine` (flag parsing and, for guild members, every
-admission facts: guild settings, ban, blocked words, quota override, quota count, jobs in flight), the
-`JobStore` on a temporary SQLite file in WAL mode, the `GpuScheduler` with its worker thread, the PNG
-files. The backend (`InstantBackend`, below) calls the step callback once per step, like diffusers, and
-returns noise images of the requested size at once, so what is measured is the bot's own overhead.
-
-Two measurements, for each requester kind (the command-line `Requester.local()`, which skips admission,
-and guild members with limits set so high that every check runs and passes) and each image size (16 px,
-the smallest size the service makes, so PNG encoding hardly counts, and 64 px):
-
-- throughput: N jobs submitted as fast as possible by `--concurrency` concurrent submitters (guild
-  members: from `--users` different members), timed until every job is final → jobs/s and images/s,
-  and the process's CPU time per job over that time (all threads; "kernel" is the system part, where
-  creating and writing the PNG files shows);
-- idle latency: with nothing queued, one job at a time: from just before `imagine()` to the moment the
-  backend's `render()` is entered (enqueue → pipeline start), and to the job's final update.
-
-Goals, on the 2-core development machine: ≥ 100 jobs/s, ≤ 10 ms p50 from enqueue to pipeline start when
-idle, and the event loop never stalled over 20 ms at p99 during a throughput run (a 1 ms timer's lateness:
-what Discord's heartbeat and a member's interaction would wait). A table of store calls per job (from the
-idle guild-member run, one job at a time so the times do not overlap) shows where the time goes;
-`--profile` adds a cProfile of one throughput run.
-
-Run (default: about 75 s on 2 cores):
+Everything but the model is real: the service with every admission check, the `JobStore` on a temporary
+SQLite file, the `GpuScheduler` with its worker thread, the PNG files. Printed for command-line jobs and
+guild members at 16 and 64 px: throughput with the CPU time per job and the event loop's stalls, idle
+latency from enqueue to pipeline start, and where an idle job's time goes. What each column means, the
+goals and the results: docs/benchmarks.md.
 
     cd /work/main && .venv/bin/python -m benchmarks.scheduler_overhead
     .venv/bin/python -m benchmarks.scheduler_overhead --jobs 300 --latency-jobs 50 --profile
