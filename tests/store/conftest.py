@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bot.domain.clock import FakeClock
-from bot.store import AdmissionStore, JobStore, ModerationStore, Stores
+from bot.store import AdmissionStore, Database, JobStore, ModerationStore, Stores
 
 
 @pytest.fixture
@@ -39,3 +39,8 @@ def moderation(stores: Stores) -> ModerationStore:
 @pytest.fixture
 def admission(stores: Stores) -> AdmissionStore:
     return stores.admission
+
+
+@pytest.fixture
+def database(stores: Stores) -> Database:
+    return stores.database

@@ -10,10 +10,11 @@ from sqlalchemy import select
 
 from bot.domain.jobs import IMAGES_PER_JOB, JobKind, JobSpec
 from bot.domain.params import GenerationParams
-from bot.domain.records import Completion, JobResult, ModeratorAction
-from bot.store import Database, JobStore
-from bot.store.models import ModeratorActionRow
-from bot.store.rows import action_from_row
+from bot.domain.records import Ban, Completion, JobResult, ModeratorAction
+from bot.store import AdmissionStore, Database, ImageFiles, JobStore
+from bot.store.models import BanRow, ModeratorActionRow
+from bot.store.notify import Announcements
+from bot.store.rows import action_from_row, ban_from_row
 
 
 def make_params(**overrides: Any) -> GenerationParams:
@@ -44,6 +45,11 @@ def make_images(kind: JobKind = JobKind.GENERATE, size: tuple[int, int] = (16, 1
     return [Image.new("RGB", size, colours[i]) for i in range(IMAGES_PER_JOB[kind])]
 
 
+def job_store(database: Database, images: ImageFiles) -> JobStore:
+    """A job store on this database and image folder, wired as `Stores.open` wires it (without migrating)."""
+    return JobStore(database, images, AdmissionStore(database), Announcements(database))
+
+
 # The job store's own API has no single-job shortcuts (the bot always moves batches); tests that move one
 # job through its states use these.
 
@@ -70,3 +76,12 @@ async def action_log(database: Database, guild_id: int) -> list[ModeratorAction]
             .order_by(ModeratorActionRow.created_at.desc(), ModeratorActionRow.id.desc())
         )
         return [action_from_row(row) for row in rows.all()]
+
+
+async def ban_list(database: Database, guild_id: int) -> list[Ban]:
+    """The guild's bans, oldest first (the store itself only answers whether one member is banned)."""
+    async with database.reading() as session:
+        rows = await session.scalars(
+            select(BanRow).where(BanRow.guild_id == guild_id).order_by(BanRow.created_at, BanRow.user_id)
+        )
+        return [ban_from_row(row) for row in rows.all()]

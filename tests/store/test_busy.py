@@ -22,7 +22,7 @@ import bot.store.database as database
 from bot.domain.clock import FakeClock
 from bot.domain.jobs import JobState
 from bot.domain.records import JobResult
-from bot.store import JobStore
+from bot.store import JobStore, Stores
 from bot.store.errors import DatabaseUnreachable
 from tests.store.factories import make_images, make_spec
 
@@ -109,7 +109,8 @@ async def test_a_lock_held_past_busy_timeout_fails_clearly_and_writes_nothing(
 ) -> None:
     monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 200)
     url = f"sqlite+aiosqlite:///{tmp_path / 'short.db'}"
-    async with await JobStore.open(url, tmp_path / "images", FakeClock()) as store:
+    async with await Stores.open(url, tmp_path / "images", FakeClock()) as stores:
+        store = stores.jobs
         queued = await store.create_job(make_spec())
         with write_locked(db_path(url), HOLD):
             started = time.monotonic()

@@ -1,23 +1,24 @@
-"""Engines: SQLite pragmas, transactions, and one clear error when the database cannot be used."""
+"""Engines and the Database (units of work): SQLite pragmas, transactions, and one clear error when the
+database cannot be used."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from bot.store import JobStore, StoreUnavailable, create_engine, migrate, sqlite_driver
-from bot.store.database import describe_url
+from bot.store import Database, JobStore, StoreUnavailable, create_engine, migrate
+from bot.store.database import SQLITE_BUSY_TIMEOUT_MS, describe_url
 
 from .factories import make_spec
 
 
 async def test_sqlite_pragmas(db_url: str) -> None:
-    """WAL, synchronous=NORMAL, foreign keys, and a busy wait short enough to run on the event loop (longer
-    waits for another process's lock are awaited: tests/store/test_busy.py) on every connection."""
+    """WAL, synchronous=NORMAL, a busy timeout and foreign keys on every connection."""
     await migrate(db_url)
     engine = create_engine(db_url)
     try:
@@ -31,7 +32,7 @@ async def test_sqlite_pragmas(db_url: str) -> None:
     assert pragmas == {
         "journal_mode": "wal",
         "synchronous": 1,
-        "busy_timeout": sqlite_driver.BUSY_WAIT_MS,
+        "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
         "foreign_keys": 1,
     }
 
@@ -74,6 +75,16 @@ async def test_unopenable_sqlite_file(tmp_path: Path) -> None:
     (tmp_path / "folder.db").mkdir()
     with pytest.raises(StoreUnavailable, match="Can't open the database"):
         await migrate(f"sqlite+aiosqlite:///{tmp_path / 'folder.db'}")
+    await _aiosqlite_threads_stopped()
+
+
+async def _aiosqlite_threads_stopped() -> None:
+    """After a failed connect aiosqlite stops its worker thread without waiting for it; if the loop closes
+    first, the thread reports "Event loop is closed". Give it a moment."""
+    for _ in range(100):
+        if not any("_connection_worker_thread" in thread.name for thread in threading.enumerate()):
+            return
+        await asyncio.sleep(0.01)
 
 
 async def test_database_folder_that_cannot_be_made(tmp_path: Path) -> None:
@@ -90,10 +101,10 @@ def test_describe_url_hides_the_password() -> None:
     )
 
 
-async def test_reads_do_not_wait_for_a_writer(store: JobStore) -> None:
+async def test_reads_do_not_wait_for_a_writer(store: JobStore, database: Database) -> None:
     """While another unit of work holds SQLite's write lock, reads still answer at once (WAL snapshot)."""
     job = await store.create_job(make_spec())
-    async with store.engine.begin() as writer:  # BEGIN IMMEDIATE: holds the write lock
+    async with database.engine.begin() as writer:  # BEGIN IMMEDIATE: holds the write lock
         await writer.execute(text("UPDATE jobs SET error = 'x' WHERE id = :id"), {"id": job.id})
         seen = await asyncio.wait_for(store.get_job(job.id), timeout=2)
         assert seen.error is None  # the snapshot before the uncommitted write

@@ -12,14 +12,15 @@ from PIL import Image
 from bot.domain.clock import FakeClock
 from bot.domain.errors import InvalidTransition, JobNotFound
 from bot.domain.jobs import Job, JobKind, JobState
-from bot.store import ImageNotFound, JobResult, JobStore, create_engine
+from bot.domain.records import JobResult
+from bot.store import Database, ImageFiles, ImageNotFound, JobStore, Stores, create_engine
 
-from .factories import make_images, make_params, make_spec
+from .factories import complete_job, job_store, make_images, make_params, make_spec, mark_running
 
 
 async def _running(store: JobStore, kind: JobKind = JobKind.GENERATE) -> int:
     job = await store.create_job(make_spec(kind))
-    assert await store.mark_running([job.id]) == [job.id]
+    assert await mark_running(store, [job.id]) == [job.id]
     return job.id
 
 
@@ -55,7 +56,7 @@ async def test_list_jobs_filters(store: JobStore) -> None:
     b = await store.create_job(make_spec(user_id=2, guild_id=10))
     c = await store.create_job(make_spec(user_id=1, guild_id=20))
     d = await store.create_job(make_spec(user_id=1, guild_id=None))
-    await store.mark_running([b.id])
+    await mark_running(store, [b.id])
     await store.cancel_job(c.id)
 
     def ids(jobs: list[Job]) -> list[int]:
@@ -76,13 +77,13 @@ async def test_mark_running(store: JobStore, clock: FakeClock) -> None:
     a, b, c = [await store.create_job(make_spec()) for _ in range(3)]
     await store.cancel_job(b.id)
     clock.advance(5)
-    assert await store.mark_running([c.id, b.id, a.id]) == [c.id, a.id]
+    assert await mark_running(store, [c.id, b.id, a.id]) == [c.id, a.id]
     job = await store.get_job(a.id)
     assert job.state is JobState.RUNNING
     assert job.started_at == clock.now()
     assert job.attempts == 1
     assert (await store.get_job(b.id)).state is JobState.CANCELLED
-    assert await store.mark_running([]) == []
+    assert await mark_running(store, []) == []
 
 
 async def test_mark_running_twice_is_a_bug(store: JobStore) -> None:
@@ -90,13 +91,13 @@ async def test_mark_running_twice_is_a_bug(store: JobStore) -> None:
     running = await _running(store)
     queued = await store.create_job(make_spec())
     with pytest.raises(InvalidTransition):
-        await store.mark_running([queued.id, running])
+        await mark_running(store, [queued.id, running])
     assert (await store.get_job(queued.id)).state is JobState.QUEUED
 
 
 async def test_mark_running_unknown_job(store: JobStore) -> None:
     with pytest.raises(JobNotFound):
-        await store.mark_running([12345])
+        await mark_running(store, [12345])
 
 
 async def test_complete_job(store: JobStore, clock: FakeClock, tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ async def test_complete_job(store: JobStore, clock: FakeClock, tmp_path: Path) -
     job_id = await _running(store)
     clock.advance(30)
     images = make_images(size=(20, 10))
-    stored = (await store.complete_job(job_id, images, [7, 8, 9, 2**32 - 1])).images
+    stored = (await complete_job(store, job_id, images, [7, 8, 9, 2**32 - 1])).images
     assert [(i.index, i.seed, i.width, i.height) for i in stored] == [
         (0, 7, 20, 10),
         (1, 8, 20, 10),
@@ -121,7 +122,7 @@ async def test_complete_job(store: JobStore, clock: FakeClock, tmp_path: Path) -
     loaded = await store.load_image(stored[1].id)
     assert loaded.mode == "RGB"
     assert loaded.getpixel((0, 0)) == (0, 255, 0)
-    assert (await store.image_bytes(stored[0].id)).startswith(b"\x89PNG")
+    assert store.images.open_bytes((await store.get_image(stored[0].id)).path).startswith(b"\x89PNG")
 
 
 async def test_complete_after_cancel_keeps_it_cancelled(store: JobStore, tmp_path: Path) -> None:
@@ -129,65 +130,67 @@ async def test_complete_after_cancel_keeps_it_cancelled(store: JobStore, tmp_pat
     job_id = await _running(store)
     cancelled = await store.cancel_job(job_id)
     assert cancelled.state is JobState.CANCELLED
-    assert (await store.complete_job(job_id, make_images(), [1, 2, 3, 4])).images == []
+    assert (await complete_job(store, job_id, make_images(), [1, 2, 3, 4])).images == []
     assert (await store.get_job(job_id)).state is JobState.CANCELLED
     assert await store.job_images(job_id) == []
     assert not list((tmp_path / "images").rglob("*.png"))
 
 
 async def test_cancel_between_the_files_and_the_transaction(
-    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: JobStore, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The cancel lands while the files are being written: the conditional update loses, files removed."""
     job_id = await _running(store)
-    save = store._save_files
+    save = store.images.save_results
+    url = database.engine.url.render_as_string(hide_password=False)
 
     def save_then_cancel(results: list[JobResult]) -> list[list[str]]:
         paths = save(results)
-        asyncio.run(_cancel_elsewhere(store, job_id))  # in the saving thread, on its own connection
+        # In the saving thread, on its own connection.
+        asyncio.run(_cancel_elsewhere(url, store.images, job_id))
         return paths
 
-    monkeypatch.setattr(store, "_save_files", save_then_cancel)
-    assert (await store.complete_job(job_id, make_images(), [1, 2, 3, 4])).images == []
+    monkeypatch.setattr(store.images, "save_results", save_then_cancel)
+    assert (await complete_job(store, job_id, make_images(), [1, 2, 3, 4])).images == []
     assert (await store.get_job(job_id)).state is JobState.CANCELLED
     assert await store.job_images(job_id) == []
     assert not list((tmp_path / "images").rglob("*.png"))
 
 
-async def _cancel_elsewhere(store: JobStore, job_id: int) -> None:
+async def _cancel_elsewhere(url: str, images: ImageFiles, job_id: int) -> None:
     """Another process, as far as the database can tell, cancels the job."""
-    other = JobStore(create_engine(store.engine.url.render_as_string()), store.images, FakeClock())
+    database = Database(create_engine(url), FakeClock())
     try:
-        await other.cancel_job(job_id)
+        await job_store(database, images).cancel_job(job_id)
     finally:
-        await other.close()
+        await database.close()
 
 
 async def test_complete_checks(store: JobStore) -> None:
     """Wrong counts are ValueErrors; completing a queued or finished job is a bug."""
     job_id = await _running(store)
     with pytest.raises(ValueError, match="seeds"):
-        await store.complete_job(job_id, make_images(), [1, 2])
+        await complete_job(store, job_id, make_images(), [1, 2])
     with pytest.raises(ValueError, match="makes 4 images"):
-        await store.complete_job(job_id, make_images()[:2], [1, 2])
+        await complete_job(store, job_id, make_images()[:2], [1, 2])
     queued = await store.create_job(make_spec())
     with pytest.raises(InvalidTransition):
-        await store.complete_job(queued.id, make_images(), [1, 2, 3, 4])
-    await store.complete_job(job_id, make_images(), [1, 2, 3, 4])
+        await complete_job(store, queued.id, make_images(), [1, 2, 3, 4])
+    await complete_job(store, job_id, make_images(), [1, 2, 3, 4])
     with pytest.raises(InvalidTransition):
-        await store.complete_job(job_id, make_images(), [1, 2, 3, 4])
+        await complete_job(store, job_id, make_images(), [1, 2, 3, 4])
     assert len(await store.job_images(job_id)) == 4
 
 
 async def test_complete_upscale_one_image(store: JobStore) -> None:
     parent = await _running(store)
-    [source, *_] = (await store.complete_job(parent, make_images(), [1, 2, 3, 4])).images
+    [source, *_] = (await complete_job(store, parent, make_images(), [1, 2, 3, 4])).images
     upscale = await store.create_job(
         make_spec(JobKind.UPSCALE, parent_job_id=parent, source_image_id=source.id)
     )
     assert (await store.get_job(upscale.id)).spec.source_image_id == source.id
-    await store.mark_running([upscale.id])
-    [image] = (await store.complete_job(upscale.id, make_images(JobKind.UPSCALE, (40, 40)), [5])).images
+    await mark_running(store, [upscale.id])
+    [image] = (await complete_job(store, upscale.id, make_images(JobKind.UPSCALE, (40, 40)), [5])).images
     assert (image.index, image.width) == (0, 40)
 
 
@@ -210,7 +213,7 @@ async def test_disk_full_surfaces_and_leaves_the_job_running(
 
     monkeypatch.setattr(store.images, "save", full)
     with pytest.raises(OSError, match="No space left"):
-        await store.complete_job(job_id, make_images(), [1, 2, 3, 4])
+        await complete_job(store, job_id, make_images(), [1, 2, 3, 4])
     assert (await store.get_job(job_id)).state is JobState.RUNNING
 
 
@@ -245,7 +248,7 @@ async def test_cancel_job(store: JobStore, clock: FakeClock) -> None:
         None,
     )
     done = await _running(store)
-    await store.complete_job(done, make_images(), [1, 2, 3, 4])
+    await complete_job(store, done, make_images(), [1, 2, 3, 4])
     assert (await store.cancel_job(done)).state is JobState.SUCCEEDED
     with pytest.raises(JobNotFound):
         await store.cancel_job(999)
@@ -264,7 +267,7 @@ async def test_requeue_jobs(store: JobStore) -> None:
         "Out of GPU memory; trying a smaller batch.",
     )
     assert (await store.get_job(b)).state is JobState.CANCELLED
-    assert await store.mark_running([a]) == [a]
+    assert await mark_running(store, [a]) == [a]
     assert (await store.get_job(a)).attempts == 2
     queued = await store.create_job(make_spec())
     with pytest.raises(InvalidTransition):
@@ -280,10 +283,10 @@ async def test_recover_interrupted(store: JobStore, clock: FakeClock) -> None:
     tired = await _running(store)
     for _ in range(2):
         await store.requeue_jobs([tired], "restart")
-        await store.mark_running([tired])
+        await mark_running(store, [tired])
     queued = await store.create_job(make_spec())
     done = await _running(store)
-    await store.complete_job(done, make_images(), [1, 2, 3, 4])
+    await complete_job(store, done, make_images(), [1, 2, 3, 4])
     clock.advance(60)
 
     report = await store.recover_interrupted(max_attempts=3)
@@ -306,22 +309,23 @@ async def test_missing_images(store: JobStore, tmp_path: Path) -> None:
     with pytest.raises(ImageNotFound):
         await store.get_image(1)
     job_id = await _running(store)
-    [first, *_] = (await store.complete_job(job_id, make_images(), [1, 2, 3, 4])).images
+    [first, *_] = (await complete_job(store, job_id, make_images(), [1, 2, 3, 4])).images
     (tmp_path / "images" / first.path).unlink()
     with pytest.raises(ImageNotFound):
         await store.load_image(first.id)
-    with pytest.raises(ImageNotFound):
-        await store.image_bytes(first.id)
+    with pytest.raises(FileNotFoundError):
+        store.images.open_bytes((await store.get_image(first.id)).path)
 
 
 async def test_datetimes_come_back_aware_utc(tmp_path: Path) -> None:
     """A clock in another zone: the same instants come back, in UTC."""
     zone = timezone(timedelta(hours=5, minutes=30))
     clock = FakeClock(datetime(2026, 3, 1, 23, 30, tzinfo=zone))
-    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path / 'tz.db'}", tmp_path / "images", clock)
+    stores = await Stores.open(f"sqlite+aiosqlite:///{tmp_path / 'tz.db'}", tmp_path / "images", clock)
+    store = stores.jobs
     try:
         job = await store.create_job(make_spec())
-        await store.mark_running([job.id])
+        await mark_running(store, [job.id])
         stored = await store.get_job(job.id)
         assert stored.created_at == clock.now()
         assert stored.created_at.tzinfo is UTC
@@ -329,15 +333,15 @@ async def test_datetimes_come_back_aware_utc(tmp_path: Path) -> None:
         assert stored.started_at.tzinfo is UTC
         assert stored.created_at.isoformat() == "2026-03-01T18:00:00+00:00"
         with pytest.raises(ValueError, match="naive"):
-            await store.count_jobs_since(1, 1, datetime(2026, 1, 1))
+            await stores.admission.admission_facts(1, 1, datetime(2026, 1, 1))
     finally:
-        await store.close()
+        await stores.close()
 
 
 async def test_racing_dispatchers_move_each_job_once(store: JobStore) -> None:
     """Two mark_running calls for the same jobs at once: one moves them all, the other raises, moving none."""
     ids = [(await store.create_job(make_spec())).id for _ in range(5)]
-    results = await asyncio.gather(store.mark_running(ids), store.mark_running(ids), return_exceptions=True)
+    results = await asyncio.gather(mark_running(store, ids), mark_running(store, ids), return_exceptions=True)
     assert sorted(map(type, results), key=str) == sorted([list, InvalidTransition], key=str)
     assert ids in results
     assert {job.attempts for job in await store.get_jobs(ids)} == {1}
@@ -352,13 +356,13 @@ async def test_start_and_complete_return_the_jobs(store: JobStore, clock: FakeCl
     assert all(job.state is JobState.RUNNING and job.attempts == 1 for job in started)
     assert started[0] == await store.get_job(second.id)
     clock.advance(2)
-    completion = await store.complete_job(first.id, make_images(), [1, 2, 3, 4])
+    completion = await complete_job(store, first.id, make_images(), [1, 2, 3, 4])
     assert completion.job == await store.get_job(first.id)
     assert completion.job.state is JobState.SUCCEEDED
     assert completion.job.finished_at == clock.now()
     assert [image.seed for image in completion.images] == [1, 2, 3, 4]
     await store.cancel_job(second.id)
-    ended = await store.complete_job(second.id, make_images(), [1, 2, 3, 4])
+    ended = await complete_job(store, second.id, make_images(), [1, 2, 3, 4])
     assert (ended.job.state, ended.images) == (JobState.CANCELLED, [])
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from bot.domain.clock import FakeClock
 from bot.domain.jobs import JobState
-from bot.store import JobResult, JobStore, Lease
+from bot.domain.records import JobResult, Lease
+from bot.store import JobStore
 
 from .factories import make_images, make_spec
 

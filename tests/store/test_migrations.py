@@ -9,11 +9,11 @@ from pathlib import Path
 
 from bot.domain.clock import FakeClock
 from bot.domain.jobs import JobKind
-from bot.store import JobStore, create_engine, downgrade, migrate, schema_is_current
+from bot.store import Stores, create_engine, downgrade, migrate, schema_is_current
 from bot.store.database import MIGRATIONS_DIR
 from bot.store.models import Base
 
-from .factories import make_images, make_spec
+from .factories import complete_job, make_images, make_spec, mark_running
 from .schema import schema_diff, table_names
 
 REPO_ROOT = MIGRATIONS_DIR.parent
@@ -55,16 +55,17 @@ async def test_empty_database_is_not_current(db_url: str) -> None:
 
 async def test_downgrade_to_base_with_data(db_url: str, tmp_path: Path) -> None:
     """Downgrade drops every table, even with jobs and images pointing at each other; upgrade works again."""
-    store = await JobStore.open(db_url, tmp_path / "images", FakeClock())
+    stores = await Stores.open(db_url, tmp_path / "images", FakeClock())
     try:
+        store = stores.jobs
         parent = await store.create_job(make_spec())
-        await store.mark_running([parent.id])
-        [first, *_] = (await store.complete_job(parent.id, make_images(), [1, 2, 3, 4])).images
+        await mark_running(store, [parent.id])
+        [first, *_] = (await complete_job(store, parent.id, make_images(), [1, 2, 3, 4])).images
         await store.create_job(make_spec(JobKind.UPSCALE, parent_job_id=parent.id, source_image_id=first.id))
-        await store.update_guild_settings(1, daily_quota=5)
-        await store.ban(1, 2, "spam", 3)
+        await stores.moderation.update_guild_settings(1, daily_quota=5)
+        await stores.moderation.ban(1, 2, "spam", 3)
     finally:
-        await store.close()
+        await stores.close()
 
     await downgrade(db_url, "base")
     engine = create_engine(db_url)

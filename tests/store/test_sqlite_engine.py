@@ -1,11 +1,11 @@
-"""The inline SQLite connection under SQLAlchemy: the same answers as sqlite3, every statement on the
-event loop's thread, and another process's write lock awaited without blocking the loop."""
+"""The store's SQLite engine (aiosqlite through SQLAlchemy's dialect): the same answers as sqlite3, errors
+that roll back, and another process's write lock awaited without blocking the loop (the wait happens in
+aiosqlite's thread)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +14,6 @@ import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.store import sqlite_driver
 from bot.store.database import create_engine
 
 
@@ -25,12 +24,6 @@ async def engine(tmp_path: Path) -> AsyncEngine:
         await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE)"))
     yield engine  # type: ignore[misc]
     await engine.dispose()
-
-
-async def test_the_store_engine_uses_the_inline_connection(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        assert isinstance(raw.driver_connection, sqlite_driver.InlineConnection)
 
 
 async def test_rows_counts_and_ids_are_what_sqlite_reports(engine: AsyncEngine) -> None:
@@ -73,22 +66,10 @@ async def test_errors_come_through_as_sqlalchemy_errors_and_roll_back(engine: As
         assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar() == 0
 
 
-async def test_statements_run_on_the_event_loops_thread(engine: AsyncEngine) -> None:
-    ran_on: set[int] = set()
-    async with engine.begin() as connection:
-        raw = await connection.get_raw_connection()
-        sqlite = raw.driver_connection._conn  # type: ignore[union-attr]
-        sqlite.set_trace_callback(lambda _sql: ran_on.add(threading.get_ident()))
-        await connection.execute(text("INSERT INTO t (name) VALUES ('y') RETURNING id"))
-        await connection.execute(text("SELECT * FROM t"))
-    sqlite.set_trace_callback(None)
-    assert ran_on == {threading.get_ident()}
-
-
 async def test_another_process_lock_is_awaited_while_the_loop_runs_on(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    """A writer that meets another connection's write lock waits for it with asyncio.sleep: the event
+    """A writer that meets another connection's write lock waits for it in aiosqlite's thread: the event
     loop keeps running meanwhile, and the write goes through once the lock is free."""
     holder = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
@@ -115,21 +96,3 @@ async def test_another_process_lock_is_awaited_while_the_loop_runs_on(
     assert ticks >= 15, f"the loop ran only {ticks} times in {waited:.2f} s"
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT name FROM t"))).scalars().all() == ["after the lock"]
-
-
-async def test_a_lock_held_past_the_patience_fails_as_locked(tmp_path: Path) -> None:
-    connect = sqlite_driver.connector(lock_patience=0.1)
-    path = tmp_path / "patience.db"
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        connection = await connect(path)
-        cursor = connection.cursor()
-        started = time.monotonic()
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            await cursor.execute("BEGIN IMMEDIATE")
-        assert 0.1 <= time.monotonic() - started < 1.0
-        await connection.close()
-        await connection.close()  # closing twice is fine
-    finally:
-        holder.close()
