@@ -16,9 +16,8 @@ from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from bot.runtime.app import ImagineApp
 from bot.runtime.settings import Settings
-from bot.store import database
+from bot.store import Stores, database
 from bot.store.errors import DatabaseUnreachable
-from bot.store.repository import JobStore
 from tests.fakes import FakeBackend
 from tests.postgres import PrivatePostgres
 from tests.store.factories import make_spec
@@ -54,7 +53,8 @@ async def test_store_operations_wait_for_the_server_to_come_back(
 ) -> None:
     """Writes and reads issued while the server is down wait for it and then succeed; the pool's
     connections, all dead after the restart, are replaced without anyone seeing an error."""
-    store = await JobStore.open(private_postgres.url, tmp_path / "images", SystemClock())
+    stores = await Stores.open(private_postgres.url, tmp_path / "images", SystemClock())
+    store = stores.jobs
     try:
         before = await store.create_job(make_spec(user_id=1))
         await asyncio.to_thread(private_postgres.stop)
@@ -71,7 +71,7 @@ async def test_store_operations_wait_for_the_server_to_come_back(
         jobs = await store.list_jobs(states=[JobState.QUEUED])
         assert sorted(job.id for job in jobs) == sorted([before.id, during.id])
     finally:
-        await store.close()
+        await stores.close()
 
 
 async def test_every_job_finishes_once_across_a_restart(
@@ -93,7 +93,7 @@ async def test_every_job_finishes_once_across_a_restart(
         done = [await asyncio.wait_for(app.scheduler.wait_finished(job.id), 60) for job in jobs]
         assert [job.state for job in done] == [JobState.SUCCEEDED] * len(jobs), [job.error for job in done]
         for job in jobs:
-            images = await app.store.job_images(job.id)
+            images = await app.stores.jobs.job_images(job.id)
             assert [image.index for image in images] == [0, 1, 2, 3]
         # Still serving after the restarts.
         late = await app.service.imagine(members[0], "after the restart")
@@ -148,6 +148,6 @@ async def test_a_server_that_stays_down_gets_a_friendly_refusal(
         await asyncio.to_thread(private_postgres.start)
         job = await app.service.imagine(member, "once it is back")
         assert (await asyncio.wait_for(app.scheduler.wait_finished(job.id), 20)).state is JobState.SUCCEEDED
-        assert [j.id for j in await app.store.list_jobs()] == [job.id]
+        assert [j.id for j in await app.stores.jobs.list_jobs()] == [job.id]
     finally:
         await app.close()

@@ -36,7 +36,7 @@ async def test_front_end_queues_and_a_worker_renders(pg_url: str, tmp_path: Path
     try:
         jobs = [await front.service.imagine(MEMBER, f"a fox {n}") for n in range(3)]
         info = front.scheduler.queue_info(jobs[-1].id)
-        assert info is not None or (await front.store.get_job(jobs[-1].id)).state is not JobState.QUEUED
+        assert info is not None or (await front.stores.jobs.get_job(jobs[-1].id)).state is not JobState.QUEUED
         done = [await asyncio.wait_for(front.scheduler.wait_finished(job.id), 15) for job in jobs]
         assert [job.state for job in done] == [JobState.SUCCEEDED] * 3
         rendered = {task.job_id for batch in worker_backend.batches for task in batch.tasks}

@@ -76,7 +76,7 @@ class Harness:
 
     async def _is_delivered(self, job_id: int) -> bool:
         assert self.bot is not None
-        delivery = await self.bot.delivery_store.get(job_id)
+        delivery = await self.bot.app.results.delivery(job_id)
         return delivery is not None and delivery.delivered_at is not None
 
     async def finished_message(self, handle: InteractionHandle, timeout: float = 30.0) -> FakeMessage:  # noqa: ASYNC109

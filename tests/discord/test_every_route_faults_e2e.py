@@ -267,7 +267,7 @@ async def test_error_followup_rides_out_429_and_5xx(
         async def broken(image_id: int) -> Any:
             raise RuntimeError("the image folder is gone")
 
-        monkeypatch.setattr(harness.app.store, "load_image", broken)
+        monkeypatch.setattr(harness.app.stores.jobs, "load_image", broken)
         inject_faults(fake, FOLLOWUP)
         press = await fake.click(grid.id, f"ib:u:{job_of(grid)}:0", harness.alice)
         [reply] = await press.wait_followups(1)
@@ -345,14 +345,14 @@ async def test_reaction_status_post_failing_still_delivers_once(harness: Harness
         await fake.react(grid.id, "2️⃣", harness.alice)
         posted = await posted_result(harness, harness.channel)
         assert harness.app is not None
-        job = await harness.app.store.get_job(job_of(posted))
+        job = await harness.app.stores.jobs.get_job(job_of(posted))
         assert job.spec.parent_job_id == job_of(grid)
         await harness.delivered(job.id)
         await settle()
         assert posted.content.startswith(f"<@{harness.alice}>")
         assert [m.id for m in results(harness)] == [grid.id, posted.id]
         assert [m.id for m in fake.messages(harness.channel) if m.route == "channel"] == [posted.id]
-        assert len(await harness.app.store.list_jobs()) == 2
+        assert len(await harness.app.stores.jobs.list_jobs()) == 2
     assert faults_seen(fake, channel_post(harness.channel)) == FAULTS
     assert not fake.limit_violations
 
@@ -403,7 +403,7 @@ async def test_reaction_refusal_post_and_delete_ride_out_429_and_5xx(
         notes = [m for m in fake.world.messages.values() if m.route == "channel"]
         assert [m.id for m in notes] == [note.id]
         assert harness.app is not None
-        assert len(await harness.app.store.list_jobs()) == 1
+        assert len(await harness.app.stores.jobs.list_jobs()) == 1
     assert faults_seen(fake, channel_post(harness.channel)) == FAULTS
     assert faults_seen(fake, CHANNEL_DELETE) == FAULTS
     assert not fake.limit_violations
@@ -515,7 +515,7 @@ async def test_gateway_drop_while_deliveries_retry(harness: Harness) -> None:
             await settle()
             assert sorted(m.id for m in results(harness)) == sorted([grid.id, dog.id, variation.id])
             assert harness.app is not None
-            assert len(await harness.app.store.list_jobs()) == 3
+            assert len(await harness.app.stores.jobs.list_jobs()) == 3
             assert fake.gateway.session is not None
             assert fake.gateway.session.resumes >= 1
     assert faults_seen(fake, WEBHOOK_EDIT) == [503] * 6

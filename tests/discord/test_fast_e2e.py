@@ -15,6 +15,7 @@ from fake_discord import FakeMessage, InteractionHandle
 from inference.pipeline import DiffusersBackend
 from inference.tiny import FAST_UNET_FILE
 from tests.discord.conftest import Harness
+from tests.store.factories import action_log
 
 # diffusers' Euler scheduler calls np.array on a tensor in a way NumPy 2 deprecates; not our code.
 pytestmark = pytest.mark.filterwarnings(
@@ -71,16 +72,16 @@ async def test_imagine_fast_delivers_a_fast_grid(fast_harness: Harness) -> None:
         with Image.open(io.BytesIO(grid.attachments[0].data)) as picture:
             assert picture.size == (128, 128)  # the 2×2 grid of 64 px images
         assert h.app is not None
-        job = await h.app.store.get_job(job_id_of(grid))
+        job = await h.app.stores.jobs.get_job(job_id_of(grid))
         assert job.spec.is_fast
         assert job.spec.params.steps == FAST_STEPS
 
         by_option = await h.result_of(
             await h.slash(h.alice, "imagine", {"prompt": "a cat", "fast": True}), QUICK
         )
-        assert (await h.app.store.get_job(job_id_of(by_option))).spec.is_fast
+        assert (await h.app.stores.jobs.get_job(job_id_of(by_option))).spec.is_fast
         variation = await h.result_of(await h.fake.click(grid.id, f"ib:v:{job.id}:0", h.alice), QUICK)
-        assert (await h.app.store.get_job(job_id_of(variation))).spec.is_fast
+        assert (await h.app.stores.jobs.get_job(job_id_of(variation))).spec.is_fast
 
         refusal = await private_answer(
             await h.slash(h.alice, "imagine", {"prompt": "a cat --fast --steps 30"})
@@ -98,7 +99,7 @@ async def test_fast_without_a_fast_model_is_refused_privately(harness: Harness) 
         option = await harness.slash(harness.alice, "imagine", {"prompt": "a cat", "fast": True})
         assert await private_answer(option) == FAST_UNAVAILABLE
         assert harness.app is not None
-        assert await harness.app.store.list_jobs() == []
+        assert await harness.app.stores.jobs.list_jobs() == []
         # nor can a moderator make it the server's default
         refused = await private_answer(await harness.slash(harness.mod, "limits", {"fast_by_default": True}))
         assert "Fast mode isn't set up on this bot" in refused
@@ -128,10 +129,10 @@ async def test_moderator_makes_fast_the_server_default(fast_harness: Harness) ->
         fast = await h.result_of(await h.slash(h.alice, "imagine", {"prompt": "a cat"}), QUICK)
         quality = await h.result_of(await h.slash(h.alice, "imagine", {"prompt": "a cat --quality"}), QUICK)
         option = await h.result_of(await h.slash(h.bob, "imagine", {"prompt": "a cat", "fast": False}), QUICK)
-        models = [(await app.store.get_job(job_id_of(m))).spec.model for m in (fast, quality, option)]
+        models = [(await app.stores.jobs.get_job(job_id_of(m))).spec.model for m in (fast, quality, option)]
         assert models == ["fast", "default", "default"]
 
-        [action] = await app.store.actions(h.guild)
+        [action] = await action_log(app.stores.database, h.guild)
         assert (action.moderator_id, action.action, action.details) == (
             h.mod,
             "limits.update",

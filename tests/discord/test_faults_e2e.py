@@ -81,14 +81,14 @@ async def test_rate_limited_channel_posts_during_a_reaction_variation_deliver_on
             lambda m: m.route == "channel" and bool(m.attachments) and m.id != grid.id, 30
         )
         assert harness.app is not None
-        job = await harness.app.store.get_job(job_of(variation))
+        job = await harness.app.stores.jobs.get_job(job_of(variation))
         assert job.spec.parent_job_id == job_of(grid)
         await harness.delivered(job.id)
         await asyncio.sleep(0.5)
         assert sorted(m.id for m in results(harness)) == sorted([grid.id, variation.id])
         assert sum(e.status == 429 for e in harness.fake.errors) == 3
         assert harness.fake.faults.pending() == 0
-        assert len(await harness.app.store.list_jobs()) == 2
+        assert len(await harness.app.stores.jobs.list_jobs()) == 2
     assert not harness.fake.limit_violations
 
 
@@ -146,7 +146,7 @@ async def test_forged_presses_on_another_members_job_are_refused(harness: Harnes
         bobs = await harness.result_of(await harness.slash(harness.bob, "imagine", {"prompt": "a dog"}))
         bob_job = job_of(bobs)
         assert harness.app is not None
-        before = await harness.app.store.list_jobs()
+        before = await harness.app.stores.jobs.list_jobs()
         for custom_id in (
             f"ib:u:{bob_job}:0",
             f"ib:v:{bob_job}:0",
@@ -165,7 +165,7 @@ async def test_forged_presses_on_another_members_job_are_refused(harness: Harnes
             for custom_id in (f"ib:v:{missing}:0", f"ib:r:{missing}", f"ib:c:{missing}", f"ib:u:{missing}:2"):
                 reply = await answer_of(await forge(harness, mine, custom_id, harness.alice))
                 assert f"I can't find job #{missing}" in reply, (custom_id, reply)
-        after = await harness.app.store.list_jobs()
+        after = await harness.app.stores.jobs.list_jobs()
         assert [(j.id, j.state) for j in after] == [(j.id, j.state) for j in before]
         assert len(results(harness)) == 2
     assert not harness.fake.limit_violations
@@ -198,7 +198,7 @@ async def test_results_waiting_when_the_bot_stopped_are_posted_once_after_restar
             handle = await harness.slash(harness.alice, "imagine", {"prompt": "a patient fox"})
             await handle.wait_response()
             assert harness.app is not None
-            [job] = await harness.app.store.list_jobs()
+            [job] = await harness.app.stores.jobs.list_jobs()
             await asyncio.wait_for(harness.app.scheduler.wait_finished(job.id), 30)
             assert handle.original is not None
             assert handle.original.attachments == []

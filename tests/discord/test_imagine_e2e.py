@@ -130,11 +130,11 @@ async def test_v3_and_reroll(harness: Harness) -> None:
         )
         assert variation.embeds[0]["footer"]["text"].startswith("Variations")
         assert harness.app is not None
-        varied = await harness.app.store.get_job(job_of(variation))
-        source = await harness.app.store.job_images(job_id)
+        varied = await harness.app.stores.jobs.get_job(job_of(variation))
+        source = await harness.app.stores.jobs.job_images(job_id)
         assert varied.spec.source_image_id == source[2].id
         reroll = await harness.result_of(await harness.fake.click(grid.id, f"ib:r:{job_id}", harness.alice))
-        rerolled = await harness.app.store.get_job(job_of(reroll))
+        rerolled = await harness.app.stores.jobs.get_job(job_of(reroll))
         assert rerolled.spec.params.prompt == "a fox"
         assert rerolled.spec.params.seed != 7
         assert grid.attachments[0].data != reroll.attachments[0].data
@@ -152,7 +152,7 @@ async def test_someone_else_pressing_gets_an_ephemeral_explanation(harness: Harn
         [reply] = press.ephemeral_messages
         assert "Only the member who made this image" in reply.content
         assert harness.app is not None
-        assert len(await harness.app.store.list_jobs()) == 1
+        assert len(await harness.app.stores.jobs.list_jobs()) == 1
         await harness.result_of(await harness.fake.click(grid.id, f"ib:v:{job_id}:0", harness.mod))
     assert not harness.fake.limit_violations
 
@@ -170,7 +170,7 @@ async def test_reaction_requests_variations(harness: Harness) -> None:
         assert result.message_reference is not None
         assert int(result.message_reference["message_id"]) == grid.id
         assert harness.app is not None
-        job = await harness.app.store.get_job(job_of(result))
+        job = await harness.app.stores.jobs.get_job(job_of(result))
         assert job.spec.parent_job_id == job_id
         assert job.user_id == harness.alice
     assert not harness.fake.limit_violations
@@ -258,7 +258,7 @@ async def test_bad_flag_is_refused_privately(harness: Harness) -> None:
         [reply] = handle.ephemeral_messages
         assert "`wide` is not an aspect ratio" in reply.content
         assert harness.app is not None
-        assert await harness.app.store.list_jobs() == []
+        assert await harness.app.stores.jobs.list_jobs() == []
     assert not harness.fake.limit_violations
 
 
@@ -305,7 +305,7 @@ async def test_unexpected_error_gives_a_reference_that_is_in_the_log(
         async def broken(*args: object, **kwargs: object) -> None:
             raise RuntimeError("the quota table is on fire")
 
-        monkeypatch.setattr(harness.app.store, "admission_facts", broken)
+        monkeypatch.setattr(harness.app.stores.admission, "admission_facts", broken)
         handle = await harness.slash(harness.alice, "usage")
         await handle.wait_response()
         [reply] = handle.ephemeral_messages
@@ -331,7 +331,7 @@ async def test_a_database_that_does_not_answer_gets_a_try_again(
             await handle.wait_response()  # answered once the store gives up (0.2 s here)
             [reply] = handle.ephemeral_messages
             assert "try again in a moment" in reply.content
-        assert await harness.app.store.list_jobs() == []
+        assert await harness.app.stores.jobs.list_jobs() == []
         again = await harness.slash(harness.alice, "imagine", {"prompt": "a fox in the fog"})
         await again.wait_response()
         grid = await harness.fake.wait_for_message(

@@ -11,6 +11,7 @@ from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from fake_discord import FakeMessage, InteractionHandle
 from tests.discord.conftest import Harness, gated
+from tests.store.factories import action_log
 
 MODERATOR_COMMANDS = ("quota", "limits", "ban", "unban", "queue-clear", "blocked-words")
 MEMBER_COMMANDS = ("imagine", "queue", "cancel", "usage")
@@ -83,11 +84,15 @@ class Scene:
         assert not status.attachments
 
     async def states(self, *job_ids: int) -> list[JobState]:
-        return [job.state for job in await self.app.store.get_jobs(list(job_ids))]
+        return [job.state for job in await self.app.stores.jobs.get_jobs(list(job_ids))]
+
+    async def is_banned(self, user_id: int) -> bool:
+        since = self.app.stores.database.clock.now()
+        return bool((await self.app.stores.admission.admission_facts(self.h.guild, user_id, since)).banned)
 
     async def log(self) -> list[tuple[int, str, int | None, dict[str, Any]]]:
         """The guild's moderation log, oldest first: (moderator, action, target member, details)."""
-        actions = await self.app.store.actions(self.h.guild, limit=100)
+        actions = await action_log(self.app.stores.database, self.h.guild)
         return [(a.moderator_id, a.action, a.target_user_id, a.details) for a in reversed(actions)]
 
     @property
@@ -123,8 +128,8 @@ async def test_moderator_commands_are_hidden_and_checked_again(harness: Harness)
         assert await s.command(bob, "limits", {"max_steps": 1}, force=True) == REFUSED
         assert await s.command(bob, "unban", {"member": bob}, force=True) == REFUSED
 
-        store = s.app.store
-        assert not await store.is_banned(harness.guild, bob)
+        store = s.app.stores.moderation
+        assert not await s.is_banned(bob)
         assert await store.get_quota_override(harness.guild, alice) is None
         assert await store.blocked_words(harness.guild) == []
         assert (await store.get_guild_settings(harness.guild)).updated_at is None
@@ -143,7 +148,7 @@ async def test_member_over_quota_until_the_moderator_raises_it(harness: Harness)
         await s.made(alice, "a fox")
         reason = await s.refused(alice, "another fox")
         assert reason.startswith("You've used all 1 of today's jobs. Your quota resets in ")
-        assert len(await s.app.store.list_jobs(user_id=alice)) == 1
+        assert len(await s.app.stores.jobs.list_jobs(user_id=alice)) == 1
 
         show = {"member": alice}
         text = await s.mod("quota", show, sub="show")
@@ -175,7 +180,7 @@ async def test_blocked_words(harness: Harness) -> None:
     """A blocked word refuses the prompt (whole words, any case) and stores no job; unblocking allows it."""
     s, alice = Scene(harness), harness.alice
     async with harness.running():
-        store = s.app.store
+        store = s.app.stores.jobs
         assert await s.mod("blocked-words", {"word": "Gore"}, sub="add") == "Blocked “Gore”."
         assert await s.mod("blocked-words", {"word": "gore"}, sub="add") == "“gore” was already blocked."
         assert await s.mod("blocked-words", sub="list") == "“gore”"
@@ -298,7 +303,7 @@ async def test_limits_show_change_and_buttons_for_everyone(harness: Harness) -> 
         lines = (await s.mod("limits", {"everyone_buttons": True})).splitlines()
         assert "Everyone may press buttons: yes" in lines
         pressed = await harness.fake.click(grid.id, f"ib:v:{grid_job}:0", bob)
-        variation = await s.app.store.get_job(job_id_of(await harness.result_of(pressed, QUICK)))
+        variation = await s.app.stores.jobs.get_job(job_id_of(await harness.result_of(pressed, QUICK)))
         assert (variation.user_id, variation.spec.parent_job_id) == (bob, grid_job)
         assert variation.spec.params.steps == 4
         usage = await s.app.service.usage(Requester(user_id=bob, guild_id=harness.guild))

@@ -18,7 +18,7 @@ from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
 from bot.observability import DiscordLogHandler, Metrics, scheduler_worker_up
 from bot.scheduler.scheduler import GpuScheduler
-from bot.store.repository import JobStore
+from bot.store import JobStore, Stores
 from tests.fakes import FakeBackend
 
 LIMITS = GenerationLimits(base_resolution=64)
@@ -53,7 +53,8 @@ class World:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     metrics = Metrics()
-    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", SystemClock())
+    stores = await Stores.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", SystemClock())
+    store = stores.jobs
     backend = FakeBackend()
     scheduler = GpuScheduler(
         store, metrics.instrument(backend), BatchingConfig(max_images=8, max_wait=0.05), SystemClock()
@@ -66,7 +67,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield World(metrics, store, scheduler, backend)
     finally:
         await scheduler.stop()
-        await store.close()
+        await stores.close()
 
 
 async def test_jobs_images_batches_and_stage_times_are_counted(world: World) -> None:

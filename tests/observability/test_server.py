@@ -15,15 +15,15 @@ from bot.domain.clock import SystemClock
 from bot.observability import Metrics, make_app, scheduler_ready_check, serve, serve_observability
 from bot.runtime.settings import Settings
 from bot.scheduler.scheduler import GpuScheduler
-from bot.store.repository import JobStore
+from bot.store import Stores
 from tests.fakes import FakeBackend
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
-    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", SystemClock())
-    yield store
-    await store.close()
+async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
+    stores = await Stores.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", SystemClock())
+    yield stores
+    await stores.close()
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str, str]:
@@ -31,7 +31,7 @@ async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str, str]:
         return response.status, response.headers["Content-Type"], await response.text()
 
 
-async def test_endpoints_follow_the_scheduler_and_store(store: JobStore) -> None:
+async def test_endpoints_follow_the_scheduler_and_store(stores: Stores) -> None:
     """/readyz is 503 with a reason until the model loads, then 200; /healthz and /metrics always answer."""
     backend = FakeBackend()
     blocked = asyncio.Event()
@@ -44,9 +44,11 @@ async def test_endpoints_follow_the_scheduler_and_store(store: JobStore) -> None
     loop = asyncio.get_running_loop()
     backend.load = slow_load  # type: ignore[method-assign]
     metrics = Metrics()
-    scheduler = GpuScheduler(store, metrics.instrument(backend), BatchingConfig(max_wait=0), SystemClock())
+    scheduler = GpuScheduler(
+        stores.jobs, metrics.instrument(backend), BatchingConfig(max_wait=0), SystemClock()
+    )
     metrics.watch(scheduler)
-    app = make_app(metrics, scheduler_ready_check(scheduler, store))
+    app = make_app(metrics, scheduler_ready_check(scheduler, stores.database))
     async with serve(app, "127.0.0.1", 0) as url, aiohttp.ClientSession() as session:
         assert url.startswith("http://127.0.0.1:")
         assert not url.endswith(":0")
@@ -69,24 +71,24 @@ async def test_endpoints_follow_the_scheduler_and_store(store: JobStore) -> None
             assert "# TYPE imagine_job_queued_seconds histogram" in body
         finally:
             await scheduler.stop()
-        await store.close()  # a closed store fails the trivial query
+        await stores.close()  # a closed store fails the trivial query
         status, _, reason = await get(session, f"{url}/readyz")
         assert status == 503
 
 
-async def test_model_load_failure_is_a_reason(store: JobStore) -> None:
+async def test_model_load_failure_is_a_reason(stores: Stores) -> None:
     backend = FakeBackend()
 
     def broken() -> None:
         raise OSError("no such model")
 
     backend.load = broken  # type: ignore[method-assign]
-    scheduler = GpuScheduler(store, backend, BatchingConfig(max_wait=0), SystemClock())
+    scheduler = GpuScheduler(stores.jobs, backend, BatchingConfig(max_wait=0), SystemClock())
     await scheduler.start()
     try:
         with pytest.raises(OSError, match="no such model"):
             await scheduler.wait_ready()
-        reason = await scheduler_ready_check(scheduler, store)()
+        reason = await scheduler_ready_check(scheduler, stores.database)()
         assert reason == "the model failed to load: OSError"
     finally:
         await scheduler.stop()

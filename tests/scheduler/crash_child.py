@@ -15,15 +15,15 @@ from bot.domain.batching import BatchingConfig
 from bot.domain.clock import SystemClock
 from bot.domain.events import JobUpdate
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
-from bot.store.repository import JobStore
+from bot.store import Stores
 from tests.fakes import FakeBackend
 
 
 async def main(url: str, image_dir: Path, worker: str | None) -> None:
-    store = await JobStore.open(url, image_dir, SystemClock())
+    stores = await Stores.open(url, image_dir, SystemClock())
     shared = SharedQueue(worker, lease_seconds=1.0, poll_seconds=0.1) if worker else None
     scheduler = GpuScheduler(
-        store,
+        stores.jobs,
         FakeBackend(steps_delay=0.05),
         BatchingConfig(max_images=4, max_wait=0),
         SystemClock(),

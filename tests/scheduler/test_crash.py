@@ -13,7 +13,7 @@ from bot.domain.clock import SystemClock
 from bot.domain.jobs import JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
 from bot.scheduler.scheduler import GpuScheduler
-from bot.store.repository import JobStore
+from bot.store import Stores
 from tests.fakes import FakeBackend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
     """Jobs queued and running when the process dies all finish exactly once after a restart."""
     url = f"sqlite+aiosqlite:///{tmp_path}/jobs.db"
-    store = await JobStore.open(url, tmp_path / "images", SystemClock())
+    stores = await Stores.open(url, tmp_path / "images", SystemClock())
+    store = stores.jobs
     limits = GenerationLimits(base_resolution=64)
     jobs = [
         await store.create_job(
@@ -70,19 +71,19 @@ async def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
         after = [await asyncio.wait_for(scheduler.wait_finished(job.id), 20) for job in jobs]
     finally:
         await scheduler.stop()
-        await store.close()
+        await stores.close()
 
     assert all(job.state is JobState.SUCCEEDED for job in after)
     rerun = {task.job_id for batch in backend.batches for task in batch.tasks}
     assert rerun.isdisjoint(done_before)  # nothing done twice
     assert running_before <= rerun  # the interrupted ones ran again
-    store = await JobStore.open(url, tmp_path / "images", SystemClock())
+    stores = await Stores.open(url, tmp_path / "images", SystemClock())
     try:
         for job in after:
-            images = await store.job_images(job.id)
+            images = await stores.jobs.job_images(job.id)
             assert [image.index for image in images] == [0, 1, 2, 3]
         assert {job.id: job.attempts for job in after if job.id in running_before} == dict.fromkeys(
             running_before, 2
         )
     finally:
-        await store.close()
+        await stores.close()

@@ -16,9 +16,10 @@ from bot.domain.events import JobUpdate
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
 from bot.scheduler.scheduler import GpuScheduler, _StepRelay
+from bot.store import JobStore, Stores
 from bot.store.errors import DatabaseUnreachable
-from bot.store.repository import JobStore
 from tests.fakes import FakeBackend, seed_colour
+from tests.store.factories import mark_running
 
 LIMITS = GenerationLimits(base_resolution=64)
 
@@ -30,9 +31,9 @@ def spec(user: int = 1, *, seed: int = 1, steps: int = 4, aspect: str = "1:1") -
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
-    store = await JobStore.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", SystemClock())
-    yield store
-    await store.close()
+    stores = await Stores.open(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path / "images", SystemClock())
+    yield stores.jobs
+    await stores.close()
 
 
 @pytest.fixture
@@ -248,10 +249,10 @@ async def test_restart_requeues_running_jobs_and_fails_after_max_attempts(
     """Jobs left RUNNING by a dead process run again, or fail once they used up their attempts."""
     fresh = await store.create_job(spec(user=1))
     worn = await store.create_job(spec(user=2))
-    await store.mark_running([fresh.id, worn.id])
+    await mark_running(store, [fresh.id, worn.id])
     for _ in range(2):  # worn has now been started three times in all
         await store.requeue_jobs([worn.id], "test")
-        await store.mark_running([worn.id])
+        await mark_running(store, [worn.id])
     queued = await store.create_job(spec(user=3))
     scheduler = GpuScheduler(store, backend, BatchingConfig(), SystemClock(), max_attempts=3)
     await scheduler.start()

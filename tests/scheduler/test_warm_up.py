@@ -17,7 +17,7 @@ from bot.domain.render import RenderBatch
 from bot.observability import Metrics, scheduler_ready_check
 from bot.runtime.app import ImagineApp
 from bot.runtime.settings import Settings, SettingsError, load_settings
-from bot.store.repository import JobStore
+from bot.store import Stores
 from tests.fakes import FakeBackend
 
 UPSCALE_SHAPES = [(images, 128, 128) for images in range(1, 9)]
@@ -34,12 +34,12 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
 
 async def queue_a_job(settings: Settings) -> int:
     """A generate job stored QUEUED before the bot starts (as after a restart)."""
-    store = await JobStore.open(settings.database_url, settings.image_dir, SystemClock())
+    stores = await Stores.open(settings.database_url, settings.image_dir, SystemClock())
     try:
         params = build_params("a cat", limits=GenerationLimits(base_resolution=64), seed=1, steps=3)
-        return (await store.create_job(JobSpec(JobKind.GENERATE, user_id=1, params=params))).id
+        return (await stores.jobs.create_job(JobSpec(JobKind.GENERATE, user_id=1, params=params))).id
     finally:
-        await store.close()
+        await stores.close()
 
 
 class Recorder:
@@ -104,7 +104,7 @@ async def test_every_shape_is_warmed_before_ready_and_before_the_first_job(tmp_p
     metrics = Metrics()
     app, recorder = await start(settings, backend, metrics)
     try:
-        ready = scheduler_ready_check(app.scheduler, app.store)
+        ready = scheduler_ready_check(app.scheduler, app.stores.database)
         await asyncio.wait_for(app.scheduler.wait_ready(), 10)
         assert await ready() is None
         job = await asyncio.wait_for(app.scheduler.wait_finished(job_id), 10)

@@ -12,7 +12,7 @@ from pathlib import Path
 from bot.domain.clock import SystemClock
 from bot.domain.jobs import JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
-from bot.store.repository import JobStore
+from bot.store import Stores
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = GenerationLimits(base_resolution=64)
@@ -33,7 +33,8 @@ async def _lines(worker: asyncio.subprocess.Process, seen: list[str]) -> None:
 
 async def test_a_killed_workers_jobs_finish_on_the_other_once(pg_url: str, tmp_path: Path) -> None:
     """SIGKILL one of two workers mid-batch: its lease lapses, the other finishes every job, none twice."""
-    store = await JobStore.open(pg_url, tmp_path / "images", SystemClock())
+    stores = await Stores.open(pg_url, tmp_path / "images", SystemClock())
+    store = stores.jobs
     jobs = [
         await store.create_job(
             JobSpec(
@@ -80,4 +81,4 @@ async def test_a_killed_workers_jobs_finish_on_the_other_once(pg_url: str, tmp_p
                 await worker.wait()
         for reader in readers:
             reader.cancel()
-        await store.close()
+        await stores.close()

@@ -13,6 +13,7 @@ from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
 from bot.domain.params import GenerationLimits
 from tests.fakes import ServiceWorld, service_world
+from tests.store.factories import action_log
 
 GUILD = 500
 ALICE = Requester(user_id=1, guild_id=GUILD, channel_id=9)
@@ -65,7 +66,7 @@ async def test_rerolls_variations_and_upscales_of_a_fast_job_stay_fast(world: Se
 
 async def test_guild_default_and_its_step_cap(world: ServiceWorld) -> None:
     """A guild that defaults to fast gets fast jobs unless --quality; its step cap applies to both."""
-    await world.store.update_guild_settings(GUILD, fast_by_default=True, max_steps=5)
+    await world.stores.moderation.update_guild_settings(GUILD, fast_by_default=True, max_steps=5)
     assert (await world.service.imagine(ALICE, "a fox")).spec.is_fast
     quality = await world.service.imagine(ALICE, "a fox --quality")
     assert not quality.spec.is_fast
@@ -84,7 +85,7 @@ async def test_moderators_make_fast_the_default_and_it_is_recorded(world: Servic
     settings = await world.moderation.update_limits(MOD, {"fast_by_default": True})
     assert settings.fast_by_default is True
     assert (await world.service.imagine(ALICE, "a fox")).spec.is_fast
-    [action] = await world.store.actions(GUILD)
+    [action] = await action_log(world.stores.database, GUILD)
     assert (action.moderator_id, action.action, action.details) == (
         MOD.user_id,
         "limits.update",

@@ -80,7 +80,7 @@ async def test_only_owner_or_moderator_may_use_buttons(world: World) -> None:
     with pytest.raises(NotAllowed, match="Only the member"):
         await world.service.vary(BOB, grid.id, 0)
     assert (await world.service.vary(MOD, grid.id, 0)).user_id == MOD.user_id
-    await world.store.update_guild_settings(GUILD, buttons_for_everyone=True)
+    await world.stores.moderation.update_guild_settings(GUILD, buttons_for_everyone=True)
     job = await world.service.reroll(BOB, grid.id)
     assert job.user_id == BOB.user_id  # counts against the presser
 
@@ -94,7 +94,7 @@ async def test_daily_quota_counts_and_moderator_override(world: World) -> None:
     assert caught.value.kind == "quota"
     usage = await world.service.usage(ALICE)
     assert (usage.used_today, usage.remaining) == (5, 0)
-    await world.store.set_quota_override(GUILD, ALICE.user_id, 8, set_by=MOD.user_id)
+    await world.stores.moderation.set_quota_override(GUILD, ALICE.user_id, 8, set_by=MOD.user_id)
     assert (await world.service.usage(ALICE)).remaining == 3
     await world.done(await world.service.imagine(ALICE, "cat"))
     world.clock.advance(24 * 3600)
@@ -117,7 +117,7 @@ async def test_concurrency_cap_and_rate_limit(world: World) -> None:
             await world.service.imagine(BOB, "cat")
     finally:
         world.backend.gate.set()
-    await world.store.update_guild_settings(GUILD, rate_per_minute=1, rate_burst=1)
+    await world.stores.moderation.update_guild_settings(GUILD, rate_per_minute=1, rate_burst=1)
     await world.service.imagine(MOD, "cat")
     with pytest.raises(LimitExceeded, match="a little fast") as caught:
         await world.service.imagine(MOD, "cat")
@@ -126,10 +126,10 @@ async def test_concurrency_cap_and_rate_limit(world: World) -> None:
 
 async def test_ban_and_blocked_words(world: World) -> None:
     """Banned members and prompts with a blocked word are refused; nothing is stored."""
-    await world.store.ban(GUILD, BOB.user_id, "spam", by=MOD.user_id)
+    await world.stores.moderation.ban(GUILD, BOB.user_id, "spam", by=MOD.user_id)
     with pytest.raises(NotAllowed, match="can't use"):
         await world.service.imagine(BOB, "cat")
-    await world.store.add_blocked_word(GUILD, "gore", added_by=MOD.user_id)
+    await world.stores.moderation.add_blocked_word(GUILD, "gore", added_by=MOD.user_id)
     with pytest.raises(NotAllowed, match="gore"):
         await world.service.imagine(ALICE, "a GORE scene")
     with pytest.raises(NotAllowed, match="gore"):

@@ -15,6 +15,7 @@ from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
 from bot.services.moderation import ModerationService
 from tests.fakes import ServiceWorld, service_world
+from tests.store.factories import action_log
 
 GUILD = 500
 OTHER_GUILD = 600
@@ -28,11 +29,15 @@ BOB_ELSEWHERE = Requester(user_id=2, guild_id=OTHER_GUILD, channel_id=10)
 class World(ServiceWorld):
     async def log(self, guild_id: int = GUILD) -> list[tuple[int, str, int | None, dict[str, Any]]]:
         """The guild's moderation log, oldest first, as (moderator, action, target, details)."""
-        actions = await self.store.actions(guild_id, limit=100)
+        actions = await action_log(self.stores.database, guild_id)
         return [(a.moderator_id, a.action, a.target_user_id, a.details) for a in reversed(actions)]
 
     async def states(self, *jobs: Job) -> list[JobState]:
         return [job.state for job in await self.store.get_jobs([job.id for job in jobs])]
+
+    async def is_banned(self, user_id: int, guild_id: int = GUILD) -> bool:
+        facts = await self.stores.admission.admission_facts(guild_id, user_id, self.clock.now())
+        return facts.banned
 
 
 @pytest.fixture
@@ -60,11 +65,11 @@ ACTIONS: dict[str, Callable[[ModerationService, Requester], Awaitable[Any]]] = {
 
 
 async def assert_nothing_changed(world: World) -> None:
-    store = world.store
+    store = world.stores.moderation
     assert await store.get_quota_override(GUILD, ALICE.user_id) is None
     settings = await store.get_guild_settings(GUILD)
     assert (settings.daily_quota, settings.max_steps, settings.updated_at) == (None, None, None)
-    assert not await store.is_banned(GUILD, BOB.user_id)
+    assert not await world.is_banned(BOB.user_id)
     assert await store.blocked_words(GUILD) == []
     assert await world.log() == []
 
@@ -72,13 +77,13 @@ async def assert_nothing_changed(world: World) -> None:
 @pytest.mark.parametrize("action", ACTIONS)
 async def test_non_moderator_is_not_allowed(world: World, action: str) -> None:
     """A member without Manage Server is refused every moderator action, and nothing changes."""
-    await world.store.add_blocked_word(GUILD, "kept", added_by=MOD.user_id)
+    await world.stores.moderation.add_blocked_word(GUILD, "kept", added_by=MOD.user_id)
     queued = await world.service.imagine(BOB, "cat")
     await world.done(queued)
     with pytest.raises(NotAllowed, match="Only moderators"):
         await ACTIONS[action](world.moderation, ALICE)
-    assert await world.store.blocked_words(GUILD) == ["kept"]
-    await world.store.remove_blocked_word(GUILD, "kept")
+    assert await world.stores.moderation.blocked_words(GUILD) == ["kept"]
+    await world.stores.moderation.remove_blocked_word(GUILD, "kept")
     await assert_nothing_changed(world)
 
 
@@ -141,7 +146,7 @@ async def test_ban_yourself_is_refused(world: World) -> None:
     """A moderator can't ban themselves; nothing is stored or recorded."""
     with pytest.raises(InvalidRequest, match="can't ban yourself"):
         await world.moderation.ban(MOD, MOD.user_id, "oops")
-    assert not await world.store.is_banned(GUILD, MOD.user_id)
+    assert not await world.is_banned(MOD.user_id)
     assert await world.log() == []
 
 
@@ -295,5 +300,5 @@ async def test_every_action_is_recorded_with_who_and_when(world: World) -> None:
         (4, "blocked_words.add", None),
         (3, "blocked_words.remove", None),
     ]
-    actions = await world.store.actions(GUILD, limit=100)
+    actions = await action_log(world.stores.database, GUILD)
     assert all(a.guild_id == GUILD and a.created_at is not None for a in actions)
