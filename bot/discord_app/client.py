@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord_app.cogs.imagine import ImagineCog
-from bot.discord_app.cogs.moderation import ModerationCog
 from bot.discord_app.components import DYNAMIC_ITEMS
 from bot.discord_app.delivery import DeliveryManager
 from bot.discord_app.errors import reply_error
 from bot.domain.clock import Clock, SystemClock
 from bot.runtime.app import ImagineApp
+
+if TYPE_CHECKING:
+    from bot.discord_app.cogs.imagine import ImagineCog
+    from bot.discord_app.cogs.moderation import ModerationCog
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +74,16 @@ class ImagineBot(commands.Bot):
         log.info("synced %d slash commands", len(synced), extra={"guild_id": self.sync_guild_id})
         await self.delivery.start()
 
-    # Cogs reach each other through these typed properties (None until loaded), as in RoboDanny.
+    # Cogs reach each other through these typed properties (None until loaded), as in RoboDanny. No
+    # isinstance check: load_extension runs each cog's module afresh, so its class is not the one a
+    # module-level import here would see.
     @property
     def imagine(self) -> ImagineCog | None:
-        cog = self.get_cog("ImagineCog")
-        return cog if isinstance(cog, ImagineCog) else None
+        return cast("ImagineCog | None", self.get_cog("ImagineCog"))
 
     @property
     def moderation(self) -> ModerationCog | None:
-        cog = self.get_cog("ModerationCog")
-        return cog if isinstance(cog, ModerationCog) else None
+        return cast("ModerationCog | None", self.get_cog("ModerationCog"))
 
     async def on_ready(self) -> None:
         log.info("connected to Discord", extra={"user": str(self.user), "guilds": len(self.guilds)})
