@@ -32,7 +32,7 @@ from bot.discord_app.components import cancel_view, grid_view
 from bot.domain.clock import Clock
 from bot.domain.events import JobUpdate
 from bot.domain.jobs import Job, JobKind, JobState
-from bot.domain.records import Delivery
+from bot.domain.records import Delivery, DeliveryTarget
 from bot.services.results import ResultService
 from bot.utils.imaging import compose_grid, encode_for_upload
 
@@ -102,12 +102,7 @@ class DeliveryManager:
             expires = interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
             upload_limit = getattr(interaction, "filesize_limit", None) or upload_limit
         await self._results.track(
-            job.id,
-            channel_id=channel_id,
-            message_id=message_id,
-            interaction_token=token,
-            token_expires_at=expires,
-            upload_limit=upload_limit,
+            job.id, DeliveryTarget(channel_id, message_id, token, expires, upload_limit)
         )
         current = await self._results.job(job.id)
         if current.state.is_final:

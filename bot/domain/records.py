@@ -135,6 +135,17 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class DeliveryTarget:
+    """Where a new job's status message is, and how its result may reach it."""
+
+    channel_id: int
+    message_id: int | None  # None: no status message, the result is posted as a new message
+    interaction_token: str | None = field(repr=False)  # a secret: never in a log line
+    token_expires_at: datetime | None
+    upload_limit: int  # bytes per file the result may upload
+
+
+@dataclass(frozen=True)
 class Delivery:
     """Where a job's status message is, and whether its result went out (Discord's bookkeeping)."""
 

@@ -4,13 +4,12 @@ line need after a member's request became a job, and Discord's bookkeeping of wh
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 from PIL import Image
 
 from bot.domain.events import JobUpdate, QueueInfo
 from bot.domain.jobs import Job
-from bot.domain.records import Delivery
+from bot.domain.records import Delivery, DeliveryTarget
 from bot.scheduler.scheduler import GpuScheduler
 from bot.store.deliveries import DeliveryStore
 from bot.store.jobs import JobStore
@@ -57,25 +56,9 @@ class ResultService:
 
     # -- where results go (Discord's bookkeeping) ---------------------------------------------------------
 
-    async def track(
-        self,
-        job_id: int,
-        *,
-        channel_id: int,
-        message_id: int | None,
-        interaction_token: str | None,
-        token_expires_at: datetime | None,
-        upload_limit: int,
-    ) -> Delivery:
+    async def track(self, job_id: int, target: DeliveryTarget) -> Delivery:
         """Remember where a job's status message is, so its result reaches it (also after a restart)."""
-        return await self._deliveries.create(
-            job_id,
-            channel_id=channel_id,
-            message_id=message_id,
-            interaction_token=interaction_token,
-            token_expires_at=token_expires_at,
-            upload_limit=upload_limit,
-        )
+        return await self._deliveries.create(job_id, target)
 
     async def delivery(self, job_id: int) -> Delivery | None:
         return await self._deliveries.get(job_id)

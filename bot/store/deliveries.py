@@ -5,12 +5,10 @@ It shares the database with the job store; the Discord side (through the deliver
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import select, update
 
 from bot.domain.jobs import FINAL_STATES, JobState
-from bot.domain.records import Delivery
+from bot.domain.records import Delivery, DeliveryTarget
 from bot.store.models import DeliveryRow, JobRow, PostedMessageRow
 from bot.store.rows import delivery_from_row
 from bot.store.unit_of_work import Database
@@ -20,23 +18,14 @@ class DeliveryStore:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def create(
-        self,
-        job_id: int,
-        *,
-        channel_id: int,
-        message_id: int | None,
-        interaction_token: str | None,
-        token_expires_at: datetime | None,
-        upload_limit: int,
-    ) -> Delivery:
+    async def create(self, job_id: int, target: DeliveryTarget) -> Delivery:
         row = DeliveryRow(
             job_id=job_id,
-            channel_id=channel_id,
-            message_id=message_id,
-            interaction_token=interaction_token,
-            token_expires_at=token_expires_at,
-            upload_limit=upload_limit,
+            channel_id=target.channel_id,
+            message_id=target.message_id,
+            interaction_token=target.interaction_token,
+            token_expires_at=target.token_expires_at,
+            upload_limit=target.upload_limit,
             created_at=self._database.clock.now(),
         )
         async with self._database.writing() as session:
