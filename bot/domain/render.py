@@ -1,7 +1,8 @@
 """The render contract: what the scheduler hands to whatever renders images, and what it gets back.
 
 `inference/` (diffusers on a GPU) and the tests' doubles implement `GenerationBackend`; the scheduler hands
-it a `RenderBatch` in a worker thread and gets Pillow images back. Pillow is only named for typing here, so
+it a `RenderBatch` in a worker thread and gets Pillow images back; an `ImageClassifier`
+(`inference/safety.py`) then scores them before they are posted. Pillow is only named for typing here, so
 the domain stays standard-library Python.
 """
 
@@ -62,6 +63,17 @@ class GenerationBackend(Protocol):
         Raises BackendOutOfMemory when the batch does not fit (a smaller batch may), and
         GenerationInterrupted when `on_step` returned False. Any other exception fails the batch.
         """
+
+
+class ImageClassifier(Protocol):
+    """Output safety: how likely each rendered image is unsafe, checked before it is posted."""
+
+    def load(self) -> None:
+        """Load the classifier; blocking, called once in the worker thread before the first batch."""
+
+    def scores(self, images: Sequence[Image.Image]) -> list[float]:
+        """P(unsafe) in [0, 1] for each image, in order; one batched call. Blocking; runs in the worker
+        thread after a batch renders, on the full-size images."""
 
 
 @runtime_checkable
