@@ -58,6 +58,7 @@ class ImagineBot(commands.Bot):
         self.app = app
         self.sync_guild_id = guild_id
         clock = clock or SystemClock()
+        self.clock = clock
         options = {} if edit_interval is None else {"edit_interval": edit_interval}
         self.delivery = DeliveryManager(self, app.results, clock, **options)
 

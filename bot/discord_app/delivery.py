@@ -131,6 +131,7 @@ class DeliveryManager:
                 with contextlib.suppress(Exception):
                     for delivery in await self._results.undelivered_results():
                         self._spawn(self.deliver(delivery.job_id))
+                    await self._results.forget_expired_tokens()
             for job_id, update in list(self._latest.items()):
                 if now - self._last_edit.get(job_id, -1e9) >= self._edit_interval:
                     await self._show_status(job_id, update)

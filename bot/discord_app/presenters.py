@@ -9,6 +9,7 @@ import discord
 
 from bot.domain.events import JobUpdate, QueueInfo
 from bot.domain.jobs import Job, JobKind
+from bot.domain.records import ModeratorAction
 from bot.services.imagine import Usage
 
 # Discord's limits (the API rejects anything longer).
@@ -137,3 +138,21 @@ def usage_text(usage: Usage) -> str:
         f"You've used {usage.used_today} of your {usage.daily_quota} jobs today; "
         f"{usage.remaining} left. Your quota resets {resets}."
     )
+
+
+def action_log_text(entries: list[ModeratorAction], total: int, page: int, page_size: int) -> str:
+    """One page of the moderation log: when (Discord's own relative time), who, what, on whom."""
+    if not entries:
+        return (
+            "Nothing in the log." if page == 1 else f"There is no page {page}; the log has {total} entries."
+        )
+    pages = (total + page_size - 1) // page_size
+    lines = [f"**Moderation log**, page {page} of {pages} ({total} entries, newest first)"]
+    for entry in entries:
+        target = f" <@{entry.target_user_id}>" if entry.target_user_id is not None else ""
+        details = ", ".join(f"{key}: {value}" for key, value in sorted(entry.details.items()))
+        when = f"<t:{int(entry.created_at.timestamp())}:R>"
+        lines.append(
+            f"{when} <@{entry.moderator_id}> `{entry.action}`{target}" + (f" ({details})" if details else "")
+        )
+    return truncate("\n".join(lines), CONTENT_LIMIT)

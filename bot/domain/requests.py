@@ -10,6 +10,7 @@ from bot.domain.errors import InvalidRequest
 from bot.domain.flags import parse_prompt
 from bot.domain.jobs import ModelKind
 from bot.domain.params import GenerationLimits, GenerationParams, build_params
+from bot.domain.text import describe_unusable, unusable_character
 
 T = TypeVar("T")
 
@@ -48,7 +49,14 @@ def request_from_text(
     The model: `--fast` / `--quality` (or the `fast` option) if given, else the server's default.
     `fast_limits` is None when no fast model is configured: asking for it is then refused, and a server
     default of fast is ignored (members still get images, from the full model).
+
+    Text holding a character no prompt may (`refuse_unusable_characters`) is refused before anything else.
     """
+    refuse_unusable_characters(text, field="prompt")
+    if negative is not None:
+        refuse_unusable_characters(negative, field="negative")
+    if aspect is not None:
+        refuse_unusable_characters(aspect, field="aspect")
     parsed = parse_prompt(text)
     if fast is not None and parsed.fast is not None and fast != parsed.fast:
         flag = "--fast" if parsed.fast else "--quality"
@@ -78,6 +86,22 @@ def request_from_text(
             raise InvalidRequest(f"{error} {hint}", field=error.field) from None
         raise
     return ImagineRequest(params, ModelKind.FAST if use_fast else ModelKind.DEFAULT)
+
+
+_FIELD_NAMES = {"prompt": "Your prompt", "negative": "Your negative prompt", "aspect": "The aspect ratio"}
+
+
+def refuse_unusable_characters(text: str, *, field: str) -> None:
+    """Raise InvalidRequest naming `field` when `text` holds a control character (other than tab and
+    newlines), a lone surrogate or a non-character (bot/domain/text.py): no database stores every one of
+    them (PostgreSQL refuses NUL), and no member means to type one. Every path that makes a job from text
+    (Discord, the command line) comes through here first."""
+    char = unusable_character(text)
+    if char is not None:
+        name = _FIELD_NAMES.get(field, f"The {field}")
+        raise InvalidRequest(
+            f"{name} contains {describe_unusable(char)}; please type it again without it.", field=field
+        )
 
 
 def _one(name: str, option: T | None, flag: T | None) -> T | None:

@@ -18,6 +18,7 @@ from bot.domain.errors import ImagineError
 from bot.domain.events import JobUpdate
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
+from bot.domain.requests import refuse_unusable_characters
 from bot.runtime.logs import configure_logging
 from bot.runtime.settings import Settings, SettingsError, load_settings
 from bot.store.database import describe_url
@@ -202,6 +203,17 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    # The prompt's characters are checked before the model loads. Bytes that are not UTF-8 reach Python as
+    # lone surrogates (surrogateescape), which this refuses in one line; the full request is validated by
+    # the service below.
+    try:
+        refuse_unusable_characters(args.prompt, field="prompt")
+        if args.negative is not None:
+            refuse_unusable_characters(args.negative, field="negative")
+    except ImagineError as error:
+        console.print(str(error), style="red", markup=False, soft_wrap=True)
+        return 2
+
     from bot.runtime.app import ImagineApp
     from bot.utils.imaging import compose_grid
 

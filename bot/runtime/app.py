@@ -173,6 +173,8 @@ class ImagineApp:
             scheduler,
             generation=settings.generation_limits(backend.native_resolution),
             user_limits=settings.user_limits(),
+            dm_limits=settings.dm_limits(),
+            blocked_words=settings.operator_blocked_words(),
             clock=clock,
             fast_generation=settings.fast_generation_limits(backend.native_resolution),
         )

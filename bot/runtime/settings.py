@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=4, ge=1)
     daily_quota: int | None = Field(default=50, ge=0)
 
+    # Direct messages: off unless the operator allows them, then with limits of their own
+    allow_dms: bool = False
+    dm_rate_per_minute: float = Field(default=2.0, gt=0)
+    dm_rate_burst: int = Field(default=2, ge=1)
+    dm_max_concurrent_jobs: int = Field(default=1, ge=1)
+    dm_daily_quota: int | None = Field(default=10, ge=0)
+    # The operator's blocked words, comma-separated: refused on every server and in DMs
+    blocked_words: str = ""
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
@@ -160,6 +169,20 @@ class Settings(BaseSettings):
             max_concurrent=self.max_concurrent_jobs,
             daily_quota=self.daily_quota,
         )
+
+    def dm_limits(self) -> UserLimits | None:
+        """A member's limits in direct messages; None while DMs are not allowed (ALLOW_DMS)."""
+        if not self.allow_dms:
+            return None
+        return UserLimits(
+            rate_per_minute=self.dm_rate_per_minute,
+            burst=self.dm_rate_burst,
+            max_concurrent=self.dm_max_concurrent_jobs,
+            daily_quota=self.dm_daily_quota,
+        )
+
+    def operator_blocked_words(self) -> tuple[str, ...]:
+        return tuple(word.strip() for word in self.blocked_words.split(",") if word.strip())
 
     def generation_limits(self, native_resolution: int) -> GenerationLimits:
         return GenerationLimits(

@@ -1,18 +1,21 @@
 """The application service: what members can ask for, with every check, in one place.
 
 The Discord adapter and the command line both call this; neither talks to the store or the scheduler
-itself. Checks run in order: ban, blocked words, quota, concurrency, rate limit
+itself. Every request stays inside its server: a job is only seen from the guild it was made in (from
+anywhere else it is answered like a job that does not exist), and a direct message is refused unless the
+operator allows DMs. Checks on a new job run in order: ban, blocked words, quota, concurrency, rate limit
 (last, because it spends a token).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bot.domain.clock import Clock
-from bot.domain.errors import InvalidRequest, NotAllowed
+from bot.domain.errors import InvalidRequest, JobNotFound, NotAllowed
 from bot.domain.events import QueueInfo
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState, ModelKind
 from bot.domain.limits import (
@@ -31,6 +34,8 @@ from bot.domain.requests import FAST_UNAVAILABLE, request_from_text
 from bot.scheduler.scheduler import GpuScheduler
 from bot.store.admission import AdmissionStore
 from bot.store.jobs import JobStore
+
+DM_REFUSAL = "I only work in servers: use me in a channel of a server we share."
 
 
 @dataclass(frozen=True)
@@ -55,14 +60,20 @@ class ImagineService:
         user_limits: UserLimits,
         clock: Clock,
         fast_generation: GenerationLimits | None = None,
+        dm_limits: UserLimits | None = None,
+        blocked_words: Sequence[str] = (),
         rng: random.Random | None = None,
     ) -> None:
+        """`dm_limits`: a member's limits in direct messages, where DMs are allowed (None: refused).
+        `blocked_words`: the operator's, refused everywhere on top of each server's own."""
         self._jobs = jobs
         self._admission = admission
         self._scheduler = scheduler
         self.generation = generation
         self.fast_generation = fast_generation  # None: no fast model is configured (FAST_MODEL)
         self.user_limits = user_limits
+        self.dm_limits = dm_limits
+        self._blocked_words = list(blocked_words)
         self._clock = clock
         self._rate = RateLimiter(clock)
         self._rng = rng or random.Random()
@@ -100,7 +111,7 @@ class ImagineService:
         return await self._submit(requester, JobKind.GENERATE, request.params, model=request.model)
 
     async def reroll(self, requester: Requester, job_id: int) -> Job:
-        parent = await self._jobs.get_job(job_id)
+        parent = await self._job_for(requester, job_id)
         guild = await self._guild(requester)
         self._check_may_use(requester, parent, guild)
         if parent.kind not in (JobKind.GENERATE, JobKind.REROLL, JobKind.VARIATION):
@@ -117,7 +128,7 @@ class ImagineService:
         )
 
     async def vary(self, requester: Requester, job_id: int, index: int) -> Job:
-        parent, image = await self._image_of(job_id, index)
+        parent, image = await self._image_of(requester, job_id, index)
         guild = await self._guild(requester)
         self._check_may_use(requester, parent, guild)
         if parent.kind is JobKind.UPSCALE:
@@ -135,7 +146,7 @@ class ImagineService:
         )
 
     async def upscale(self, requester: Requester, job_id: int, index: int) -> Job:
-        parent, image = await self._image_of(job_id, index)
+        parent, image = await self._image_of(requester, job_id, index)
         guild = await self._guild(requester)
         self._check_may_use(requester, parent, guild)
         if parent.kind is JobKind.UPSCALE:
@@ -153,20 +164,20 @@ class ImagineService:
 
     async def check_may_use(self, requester: Requester, job_id: int) -> Job:
         """The job, if the requester may press its buttons; NotAllowed otherwise."""
-        job = await self._jobs.get_job(job_id)
+        job = await self._job_for(requester, job_id)
         self._check_may_use(requester, job, await self._guild(requester))
         return job
 
     async def image_for(self, requester: Requester, job_id: int, index: int) -> tuple[Job, StoredImage]:
         """One image of a finished job, for a member allowed to use it."""
-        job, image = await self._image_of(job_id, index)
+        job, image = await self._image_of(requester, job_id, index)
         self._check_may_use(requester, job, await self._guild(requester))
         return job, image
 
     # -- requests about jobs ------------------------------------------------------------------------------
 
     async def cancel(self, requester: Requester, job_id: int) -> Job:
-        job = await self._jobs.get_job(job_id)
+        job = await self._job_for(requester, job_id)
         if job.user_id != requester.user_id and not requester.is_moderator:
             raise NotAllowed("You can only cancel your own jobs.")
         if job.state.is_final:
@@ -174,12 +185,14 @@ class ImagineService:
         return await self._scheduler.cancel(job_id)
 
     async def my_jobs(self, requester: Requester) -> list[tuple[Job, QueueInfo | None]]:
+        self._check_place(requester)
         jobs = await self._jobs.list_jobs(
             states=[JobState.QUEUED, JobState.RUNNING], user_id=requester.user_id, guild_id=requester.guild_id
         )
         return [(job, self._scheduler.queue_info(job.id)) for job in jobs]
 
     async def usage(self, requester: Requester) -> Usage:
+        self._check_place(requester)
         now = self._clock.now()
         facts = await self._admission.admission_facts(
             requester.guild_id, requester.user_id, quota_day_start(now)
@@ -222,6 +235,8 @@ class ImagineService:
         """The defaults, then the guild's settings, then the member's own quota."""
         limits = self.user_limits
         guild = facts.guild
+        if guild is None and self.dm_limits is not None:
+            limits = self.dm_limits
         if guild is not None:
             limits = UserLimits(
                 rate_per_minute=guild.rate_per_minute or limits.rate_per_minute,
@@ -245,6 +260,7 @@ class ImagineService:
         model: ModelKind = ModelKind.DEFAULT,
     ) -> Job:
         """Queue a job. A follow-up (`parent` given) always uses its parent's model."""
+        self._check_place(requester)
         if parent is not None:
             model = self._model_of(parent)
         if model is ModelKind.FAST and not self.fast_available:
@@ -287,11 +303,27 @@ class ImagineService:
         text = f"{params.prompt} {params.negative_prompt}"
         if (word := find_blocked_word(text, facts.blocked_words)) is not None:
             raise NotAllowed(f"Your prompt contains “{word}”, which isn't allowed on this server.")
+        if (word := find_blocked_word(text, self._blocked_words)) is not None:
+            raise NotAllowed(f"Your prompt contains “{word}”, which this bot doesn't allow.")
         limits = self.limits_for(facts)
         if not requester.is_moderator:
             check_quota(facts.used_since, limits, self._clock.now())
         check_concurrency(facts.active_jobs, limits)
         self._rate.acquire(requester.guild_id, requester.user_id, limits)
+
+    def _check_place(self, requester: Requester) -> None:
+        """Direct messages are refused unless the operator allows them (the command line is no DM)."""
+        if requester.guild_id is None and requester.user_id != LOCAL_USER_ID and self.dm_limits is None:
+            raise NotAllowed(DM_REFUSAL)
+
+    async def _job_for(self, requester: Requester, job_id: int) -> Job:
+        """The job, seen from where the requester asks. A job of another server (or of DMs, from a
+        server) is answered like one that does not exist: job numbers are sequential and shown."""
+        self._check_place(requester)
+        job = await self._jobs.get_job(job_id)
+        if requester.user_id != LOCAL_USER_ID and job.spec.guild_id != requester.guild_id:
+            raise JobNotFound(job_id)
+        return job
 
     async def _guild(self, requester: Requester) -> GuildSettings | None:
         if requester.guild_id is None:
@@ -306,8 +338,8 @@ class ImagineService:
             return
         raise NotAllowed("Only the member who made this image (or a moderator) can use its buttons.")
 
-    async def _image_of(self, job_id: int, index: int) -> tuple[Job, StoredImage]:
-        job = await self._jobs.get_job(job_id)
+    async def _image_of(self, requester: Requester, job_id: int, index: int) -> tuple[Job, StoredImage]:
+        job = await self._job_for(requester, job_id)
         images = await self._jobs.job_images(job_id)
         if not 0 <= index < len(images):
             raise InvalidRequest(f"Job #{job_id} has no image {index + 1}.")

@@ -13,7 +13,7 @@ from bot.domain.errors import InvalidRequest, NotAllowed
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from bot.domain.moderation import normalize_word
-from bot.domain.records import GuildSettings, GuildSettingsChanges
+from bot.domain.records import GuildSettings, GuildSettingsChanges, ModeratorAction
 from bot.scheduler.scheduler import GpuScheduler
 from bot.services.imagine import ImagineService, Usage
 from bot.store.jobs import JobStore
@@ -122,6 +122,21 @@ class ModerationService:
 
     async def blocked_words(self, moderator: Requester) -> list[str]:
         return await self._store.blocked_words(_check(moderator))
+
+    async def action_log(
+        self,
+        moderator: Requester,
+        *,
+        user_id: int | None = None,
+        action: str | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> tuple[list[ModeratorAction], int]:
+        """A page of this server's moderation log (newest first) and the number of matching entries."""
+        guild_id = _check(moderator)
+        return await self._store.actions(
+            guild_id, target_user_id=user_id, action=action, offset=offset, limit=limit
+        )
 
     async def _cancel_jobs(
         self, guild_id: int, user_id: int | None, states: list[JobState] | None = None

@@ -78,6 +78,10 @@ class ResultService:
         """Record the delivery once; False if it was already recorded."""
         return await self._deliveries.mark_delivered(job_id, channel_id=channel_id, message_id=message_id)
 
+    async def forget_expired_tokens(self) -> int:
+        """Clear interaction tokens that can no longer be used; how many were cleared."""
+        return await self._deliveries.forget_expired_tokens()
+
     async def record_message(
         self, message_id: int, channel_id: int, job_id: int, image_index: int | None
     ) -> None:

@@ -80,6 +80,21 @@ class DeliveryStore:
             )
             return result.scalar_one_or_none() is not None
 
+    async def forget_expired_tokens(self) -> int:
+        """Clear interaction tokens past their expiry (a delivered result's is cleared when it is marked):
+        a secret is kept no longer than it is of use. Returns how many were cleared."""
+        async with self._database.writing() as session:
+            result = await session.execute(
+                update(DeliveryRow)
+                .where(
+                    DeliveryRow.interaction_token.is_not(None),
+                    DeliveryRow.token_expires_at < self._database.clock.now(),
+                )
+                .values(interaction_token=None)
+                .returning(DeliveryRow.job_id)
+            )
+            return len(result.all())
+
     async def record_message(
         self, message_id: int, channel_id: int, job_id: int, image_index: int | None
     ) -> None:

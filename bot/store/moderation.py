@@ -9,13 +9,13 @@ import json
 from collections.abc import Mapping
 from typing import Any, Unpack
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from bot.domain.moderation import normalize_word
-from bot.domain.records import Ban, GuildSettings, GuildSettingsChanges, QuotaOverride
+from bot.domain.records import Ban, GuildSettings, GuildSettingsChanges, ModeratorAction, QuotaOverride
 from bot.store.admission import AdmissionStore, read_blocked_words, read_guild_settings
 from bot.store.models import BanRow, BlockedWordRow, GuildSettingsRow, ModeratorActionRow, QuotaOverrideRow
-from bot.store.rows import ban_from_row, override_from_row, settings_from_row
+from bot.store.rows import action_from_row, ban_from_row, override_from_row, settings_from_row
 from bot.store.unit_of_work import Database
 
 MAX_WORD_CHARS = 100
@@ -166,6 +166,34 @@ class ModerationStore:
         )
         async with self._database.writing() as session:
             session.add(row)
+
+    async def actions(
+        self,
+        guild_id: int,
+        *,
+        target_user_id: int | None = None,
+        action: str | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> tuple[list[ModeratorAction], int]:
+        """A page of the guild's action log, newest first, and how many entries match in all."""
+        matching = [ModeratorActionRow.guild_id == guild_id]
+        if target_user_id is not None:
+            matching.append(ModeratorActionRow.target_user_id == target_user_id)
+        if action is not None:
+            matching.append(ModeratorActionRow.action == action)
+        async with self._database.reading() as session:
+            total = await session.scalar(
+                select(func.count()).select_from(ModeratorActionRow).where(*matching)
+            )
+            rows = await session.scalars(
+                select(ModeratorActionRow)
+                .where(*matching)
+                .order_by(ModeratorActionRow.created_at.desc(), ModeratorActionRow.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return [action_from_row(row) for row in rows.all()], int(total or 0)
 
 
 def _stored_word(word: str) -> str:

@@ -101,9 +101,13 @@ async def test_fast_without_a_fast_model_is_refused_privately(harness: Harness) 
         assert harness.app is not None
         assert await harness.app.stores.jobs.list_jobs() == []
         # nor can a moderator make it the server's default
-        refused = await private_answer(await harness.slash(harness.mod, "limits", {"fast_by_default": True}))
+        refused = await private_answer(
+            await harness.slash(harness.mod, "imagine-mod", {"fast_by_default": True}, subcommand="limits")
+        )
         assert "Fast mode isn't set up on this bot" in refused
-        assert "Fast mode" not in await private_answer(await harness.slash(harness.mod, "limits"))
+        assert "Fast mode" not in await private_answer(
+            await harness.slash(harness.mod, "imagine-mod", {}, subcommand="limits")
+        )
     assert not harness.fake.limit_violations
 
 
@@ -115,14 +119,27 @@ async def test_moderator_makes_fast_the_server_default(fast_harness: Harness) ->
         assert h.app is not None
         app: Any = h.app
         member = await private_answer(
-            await h.slash(h.alice, "limits", {"fast_by_default": True}, check_permissions=False)
+            await h.slash(
+                h.alice,
+                "imagine-mod",
+                {"fast_by_default": True},
+                subcommand="limits",
+                check_permissions=False,
+            )
         )
         assert member == "Only moderators (Manage Server) can do that."
         assert (
-            "Fast mode by default: no" in (await private_answer(await h.slash(h.mod, "limits"))).splitlines()
+            "Fast mode by default: no"
+            in (
+                await private_answer(await h.slash(h.mod, "imagine-mod", {}, subcommand="limits"))
+            ).splitlines()
         )
 
-        lines = (await private_answer(await h.slash(h.mod, "limits", {"fast_by_default": True}))).splitlines()
+        lines = (
+            await private_answer(
+                await h.slash(h.mod, "imagine-mod", {"fast_by_default": True}, subcommand="limits")
+            )
+        ).splitlines()
         assert lines[0] == "**Limits on this server** (updated)"
         assert "Fast mode by default: yes" in lines
 

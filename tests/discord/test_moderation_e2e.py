@@ -13,7 +13,8 @@ from fake_discord import FakeMessage, InteractionHandle
 from tests.discord.conftest import Harness, gated
 from tests.store.factories import action_log
 
-MODERATOR_COMMANDS = ("quota", "limits", "ban", "unban", "queue-clear", "blocked-words")
+MODERATOR_GROUP = "imagine-mod"  # every moderator command is under it, apart from the server's own /ban
+MODERATOR_COMMANDS = ("quota", "limits", "ban", "unban", "queue", "blocked-words", "log")
 MEMBER_COMMANDS = ("imagine", "queue", "cancel", "usage")
 MANAGE_SERVER = str(0x20)
 REFUSED = "Only moderators (Manage Server) can do that."
@@ -37,7 +38,10 @@ class Scene:
         force: bool = False,
     ) -> str:
         """Run a command that answers at once, ephemerally, with one message; return its text."""
-        handle = await self.h.slash(user, name, options, subcommand=sub, check_permissions=not force)
+        path = (name if sub is None else f"{name} {sub}").replace("queue-clear", "queue clear")
+        handle = await self.h.slash(
+            user, MODERATOR_GROUP, options, subcommand=path, check_permissions=not force
+        )
         response = await handle.wait_response()
         assert response.accepted, response
         assert (response.type, response.ephemeral) == (4, True), response
@@ -110,13 +114,15 @@ async def test_moderator_commands_are_hidden_and_checked_again(harness: Harness)
     s, alice, bob = Scene(harness), harness.alice, harness.bob
     async with harness.running():
         synced = {c["name"]: c for c in harness.fake.commands(harness.guild)}
-        assert set(MODERATOR_COMMANDS) | set(MEMBER_COMMANDS) <= set(synced)
-        for name in MODERATOR_COMMANDS:
-            assert synced[name].get("default_member_permissions") == MANAGE_SERVER, name
+        assert set(synced) == {MODERATOR_GROUP, *MEMBER_COMMANDS}  # no top-level /ban beside the server's
+        group = synced[MODERATOR_GROUP]
+        assert group.get("default_member_permissions") == MANAGE_SERVER
+        assert group.get("contexts") == [0]  # servers only
+        assert {option["name"] for option in group["options"]} == set(MODERATOR_COMMANDS)
         for name in MEMBER_COMMANDS:
             assert synced[name].get("default_member_permissions") is None, name
         with pytest.raises(PermissionError):  # the Discord client does not even show it to alice
-            await harness.slash(alice, "ban", {"member": bob})
+            await harness.slash(alice, MODERATOR_GROUP, {"member": bob}, subcommand="ban")
 
         assert await s.command(alice, "ban", {"member": bob, "reason": "spam"}, force=True) == REFUSED
         set_quota = {"member": alice, "jobs": 500}

@@ -19,6 +19,7 @@ from bot.domain.errors import ImagineError, InvalidRequest
 from bot.domain.jobs import Job
 from bot.domain.members import Requester
 from bot.domain.params import ASPECT_CHOICES, MAX_SEED
+from bot.domain.refusals import RefusalReplies, Reply
 from bot.services.imagine import ImagineService
 from bot.utils.imaging import encode_for_upload
 
@@ -55,6 +56,12 @@ def requester_of(interaction: discord.Interaction[Any]) -> Requester:
 class ImagineCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
+        # Server commands: offered in servers only, and in DMs with the bot only where the operator
+        # allows them (ALLOW_DMS). An interaction that still comes from a DM is refused by the service.
+        contexts = app_commands.AppCommandContext(guild=True, dm_channel=bot.app.settings.allow_dms)
+        for command in self.__cog_app_commands__:
+            command.allowed_contexts = contexts
+        self._refusals = RefusalReplies(bot.clock)
 
     @property
     def service(self) -> ImagineService:
@@ -234,7 +241,11 @@ class ImagineCog(commands.Cog):
         try:
             job = await self.service.vary(reacting, job_id, index)
         except ImagineError as error:
-            await _refuse(channel, f"{mention} {error}", reference)
+            reply = self._refusals.reply_for(payload.member.id, payload.message_id)
+            if reply is Reply.PUBLIC:
+                await _refuse(channel, f"{mention} {error}", reference)
+            elif reply is Reply.PRIVATE:
+                await _refuse_privately(payload.member, str(error))
             return
         try:
             status: discord.Message | None = await channel.send(
@@ -296,6 +307,15 @@ async def _refuse(
         pass  # removed already, by a moderator or with its channel
     except discord.HTTPException as error:
         log.info("could not show or remove a reaction's refusal", extra={"error": str(error)})
+
+
+async def _refuse_privately(member: discord.Member, text: str) -> None:
+    """The same answer by DM, for a member who already had a public one this minute (quietly dropped
+    when their DMs are closed)."""
+    try:
+        await member.send(f"Your reaction did nothing: {text}")
+    except discord.HTTPException as error:
+        log.info("could not DM a reaction's refusal", extra={"error": str(error)})
 
 
 async def _through_outages(call: Callable[[], Awaitable[T]]) -> T:

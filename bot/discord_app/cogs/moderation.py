@@ -1,8 +1,9 @@
-"""Moderator commands: hidden from members (Manage Server), and checked again by the service when run."""
+"""Moderator commands, all under `/imagine-mod` so they are never mistaken for the server's own `/ban`:
+hidden from members (Manage Server), server-only, and checked again by the service when run."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -16,18 +17,25 @@ from bot.services.moderation import ModerationService
 if TYPE_CHECKING:
     from bot.discord_app.client import ImagineBot
 
-MODERATORS = discord.Permissions(manage_guild=True)
+LOG_PAGE_SIZE = 10
+LOGGED_ACTIONS = (
+    "ban",
+    "unban",
+    "quota.set",
+    "quota.reset",
+    "quota.default",
+    "limits.update",
+    "queue.clear",
+    "blocked_words.add",
+    "blocked_words.remove",
+)
 
 
-T = TypeVar("T")
-
-
-def _moderator_only(command: T) -> T:
-    command = app_commands.default_permissions(manage_guild=True)(command)
-    return app_commands.guild_only()(command)
-
-
-class ModerationCog(commands.Cog):
+@app_commands.default_permissions(manage_guild=True)
+@app_commands.guild_only()
+class ModerationCog(
+    commands.GroupCog, group_name="imagine-mod", group_description="Moderate the image bot on this server"
+):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
@@ -41,11 +49,9 @@ class ModerationCog(commands.Cog):
     # No cog_app_command_error here: discord.py calls a cog's handler *and then* the tree's `on_error`
     # (ImagineTree), so a handler here too would answer every refusal twice.
 
-    # -- /quota -------------------------------------------------------------------------------------------
+    # -- /imagine-mod quota ---------------------------------------------------------------------------
 
-    quota = app_commands.Group(
-        name="quota", description="Members' daily quotas", guild_only=True, default_permissions=MODERATORS
-    )
+    quota = app_commands.Group(name="quota", description="Members' daily quotas")
 
     @quota.command(name="show", description="A member's usage today and their quota")
     async def quota_show(self, interaction: discord.Interaction[Any], member: discord.Member) -> None:
@@ -80,7 +86,7 @@ class ModerationCog(commands.Cog):
         await self.moderation.set_default_quota(requester_of(interaction), jobs)
         await self._reply(interaction, f"Members can now make {jobs} jobs a day (unless set otherwise).")
 
-    # -- /limits ------------------------------------------------------------------------------------------
+    # -- /imagine-mod limits --------------------------------------------------------------------------
 
     @app_commands.command(name="limits", description="Show or change this server's limits")
     @app_commands.describe(
@@ -91,7 +97,6 @@ class ModerationCog(commands.Cog):
         everyone_buttons="Let everyone press the buttons on anyone's images (counts against the presser)",
         fast_by_default="Use the few-step fast model unless a member adds --quality",
     )
-    @_moderator_only
     async def limits(
         self,
         interaction: discord.Interaction[Any],
@@ -135,10 +140,9 @@ class ModerationCog(commands.Cog):
             lines.append(f"Fast mode by default: {'yes' if settings.fast_by_default else 'no'}")
         await self._reply(interaction, "\n".join(lines))
 
-    # -- /ban, /unban ---------------------------------------------------------------------------------------
+    # -- /imagine-mod ban, unban -----------------------------------------------------------------------
 
     @app_commands.command(name="ban", description="Stop a member from using the image bot (not a server ban)")
-    @_moderator_only
     async def ban(
         self,
         interaction: discord.Interaction[Any],
@@ -151,17 +155,16 @@ class ModerationCog(commands.Cog):
         )
 
     @app_commands.command(name="unban", description="Let a member use the image bot again")
-    @_moderator_only
     async def unban(self, interaction: discord.Interaction[Any], member: discord.Member) -> None:
         removed = await self.moderation.unban(requester_of(interaction), member.id)
         text = "can use the image bot again" if removed else "was not banned from the image bot"
         await self._reply(interaction, f"{member.mention} {text}.")
 
-    # -- /queue-clear ---------------------------------------------------------------------------------------
+    # -- /imagine-mod queue clear -----------------------------------------------------------------------
 
-    # Discord cannot hide one subcommand of /queue from members, so clearing is its own command.
-    @app_commands.command(name="queue-clear", description="Cancel queued jobs: everyone's, or one member's")
-    @_moderator_only
+    queue = app_commands.Group(name="queue", description="The server's queue")
+
+    @queue.command(name="clear", description="Cancel queued jobs: everyone's, or one member's")
     async def queue_clear(
         self, interaction: discord.Interaction[Any], member: discord.Member | None = None
     ) -> None:
@@ -169,14 +172,9 @@ class ModerationCog(commands.Cog):
         whose = f"{member.mention}'s" if member else "the server's"
         await self._reply(interaction, f"Cancelled {count} of {whose} queued jobs.")
 
-    # -- /blocked-words -------------------------------------------------------------------------------------
+    # -- /imagine-mod blocked-words --------------------------------------------------------------------
 
-    blocked = app_commands.Group(
-        name="blocked-words",
-        description="Words a prompt may not contain",
-        guild_only=True,
-        default_permissions=MODERATORS,
-    )
+    blocked = app_commands.Group(name="blocked-words", description="Words a prompt may not contain")
 
     @blocked.command(name="add", description="Refuse prompts containing this word or phrase")
     async def blocked_add(
@@ -197,6 +195,29 @@ class ModerationCog(commands.Cog):
         words = await self.moderation.blocked_words(requester_of(interaction))
         text = ", ".join(f"“{word}”" for word in words) if words else "No words are blocked."
         await self._reply(interaction, text)
+
+    # -- /imagine-mod log --------------------------------------------------------------------------------
+
+    @app_commands.command(name="log", description="What moderators did here, newest first")
+    @app_commands.describe(
+        member="Only actions on this member", action="Only this kind of action", page="Page, 1 is newest"
+    )
+    @app_commands.choices(action=[app_commands.Choice(name=name, value=name) for name in LOGGED_ACTIONS])
+    async def log(
+        self,
+        interaction: discord.Interaction[Any],
+        member: discord.Member | None = None,
+        action: app_commands.Choice[str] | None = None,
+        page: app_commands.Range[int, 1, 1000] = 1,
+    ) -> None:
+        entries, total = await self.moderation.action_log(
+            requester_of(interaction),
+            user_id=member.id if member else None,
+            action=action.value if action else None,
+            offset=(page - 1) * LOG_PAGE_SIZE,
+            limit=LOG_PAGE_SIZE,
+        )
+        await self._reply(interaction, presenters.action_log_text(entries, total, page, LOG_PAGE_SIZE))
 
 
 def _number(value: object) -> str:
