@@ -285,7 +285,8 @@ class FakeDiscord:
         """Type `/name [subcommand] options` as `user_id`; options are typed from the synced schema.
 
         `subcommand` may hold a group too ("group sub"). With `check_permissions`, a member lacking
-        the command's `default_member_permissions` cannot invoke it (the client would hide it).
+        the command's `default_member_permissions` cannot invoke it, nor can anyone in a DM (`guild_id`
+        None) a command whose `contexts` leave out DMs: the client would hide it.
         """
         world = self.world
         path = name.split() + (subcommand.split() if subcommand else [])
@@ -295,6 +296,9 @@ class FakeDiscord:
                 f"/{path[0]} is not synced for guild {guild_id} or globally; sync the tree first"
             )
         channel, user = self._where(guild_id, channel_id, user_id)
+        contexts = command.get("contexts") or [0, 1, 2]  # none given: every context
+        if check_permissions and guild_id is None and 1 not in contexts:
+            raise PermissionError(f"/{path[0]} is not offered in direct messages (contexts)")
         required = command.get("default_member_permissions")
         if check_permissions and guild_id is not None and required is not None:
             granted = world.channel_permissions(channel, user_id)
@@ -304,7 +308,7 @@ class FakeDiscord:
             world,
             kind=ix.APPLICATION_COMMAND,
             guild_id=guild_id,
-            channel_id=channel_id,
+            channel_id=channel.id,  # in a DM: the user's DM channel, whatever `channel_id` said
             user_id=user_id,
             created_at=self.clock.now(),
             name=" ".join(path),

@@ -38,14 +38,15 @@ class Harness:
     _runs: list[Any] = field(default_factory=list)
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[ImagineBot]:
-        """The bot connected to the fake, with commands synced to the test guild."""
+    async def running(self, *, everywhere: bool = False) -> AsyncIterator[ImagineBot]:
+        """The bot connected to the fake, with commands synced to the test guild (`everywhere`: synced
+        globally, as a bot in several servers runs)."""
         app = await ImagineApp.start(self.settings, backend=self.backend)
-        bot = ImagineBot(app, guild_id=self.guild, edit_interval=0.2)
+        bot = ImagineBot(app, guild_id=None if everywhere else self.guild, edit_interval=0.2)
         self.app, self.bot = app, bot
         try:
             async with self.fake.running(bot):
-                await self.fake.wait_for_commands(self.guild)
+                await self.fake.wait_for_commands(None if everywhere else self.guild)
                 yield bot
         finally:
             await app.close()
