@@ -13,6 +13,7 @@ from bot.domain.errors import InvalidRequest, NotAllowed
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from bot.domain.moderation import normalize_word
+from bot.domain.requests import refuse_unusable_characters
 from bot.domain.records import GuildSettings, GuildSettingsChanges, ModeratorAction
 from bot.scheduler.scheduler import GpuScheduler
 from bot.services.imagine import ImagineService, Usage
@@ -86,6 +87,7 @@ class ModerationService:
         guild_id = _check(moderator)
         if user_id == moderator.user_id:
             raise InvalidRequest("You can't ban yourself from the bot.")
+        refuse_unusable_characters(reason, field="reason")
         await self._store.ban(guild_id, user_id, reason, by=moderator.user_id)
         cleared = await self._cancel_jobs(guild_id, user_id)
         await self._record(moderator, "ban", user_id, reason=reason, cancelled_jobs=cleared)
@@ -106,6 +108,7 @@ class ModerationService:
 
     async def add_blocked_word(self, moderator: Requester, word: str) -> bool:
         guild_id = _check(moderator)
+        refuse_unusable_characters(word, field="word")
         if not normalize_word(word):
             raise InvalidRequest("Give a word or phrase to block.")
         added = await self._store.add_blocked_word(guild_id, word, added_by=moderator.user_id)
