@@ -66,6 +66,13 @@ class JobState(enum.StrEnum):
         return self in (JobState.QUEUED, JobState.RUNNING)
 
 
+class RemovalReason(enum.StrEnum):
+    """Why a finished job's image files are gone (its row stays, for the record)."""
+
+    DELETED = "deleted"  # its member or a moderator pressed 🗑
+    EXPIRED = "expired"  # older than IMAGE_RETENTION_DAYS
+
+
 FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
@@ -150,6 +157,14 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    # Once its images are removed (deleted with 🗑, or expired): when, why, and who deleted them.
+    removed_at: datetime | None = None
+    removed_reason: RemovalReason | None = None
+    removed_by: int | None = None
+
+    @property
+    def is_removed(self) -> bool:
+        return self.removed_at is not None
 
     @property
     def user_id(self) -> int:

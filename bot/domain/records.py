@@ -58,6 +58,26 @@ class RecoveryReport:
 
 
 @dataclass(frozen=True)
+class Removal:
+    """A job whose images were removed just now, and what that freed (nothing if they were gone already)."""
+
+    job: Job
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What pruning the images of jobs finished before `cutoff` freed (or would free, in a dry run)."""
+
+    cutoff: datetime
+    jobs: int = 0
+    files: int = 0
+    bytes: int = 0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
 class GuildSettings:
     """A guild's overrides; None means "the global default"."""
 

@@ -8,6 +8,7 @@ concern, all on one `Database`:
 - `admission.py`     what the checks on a new job read: quota used, jobs in flight, the guild's rules
 - `moderation.py`    guild settings, members' own quotas, bans, blocked words, the action log
 - `deliveries.py`    Discord's bookkeeping: status messages and delivered results
+- `retention.py`     removing finished jobs' image files (🗑, IMAGE_RETENTION_DAYS); the rows stay
 - `notify.py`        new-job notification between processes (PostgreSQL NOTIFY)
 - `rows.py`          rows to records; `models.py` the tables; `database.py` engines and migrations
 """
@@ -27,6 +28,7 @@ from bot.store.images import ImageFiles
 from bot.store.jobs import JobStore
 from bot.store.moderation import ModerationStore
 from bot.store.notify import Announcements
+from bot.store.retention import RemovalStore
 from bot.store.unit_of_work import Database, make_image_folder
 
 
@@ -39,6 +41,7 @@ class Stores:
     admission: AdmissionStore
     moderation: ModerationStore
     deliveries: DeliveryStore
+    removals: RemovalStore
 
     @classmethod
     async def open(cls, database_url: str, image_dir: Path, clock: Clock) -> Stores:
@@ -52,8 +55,16 @@ class Stores:
             await database.close()
             raise
         admission = AdmissionStore(database)
-        jobs = JobStore(database, ImageFiles(image_dir), admission, Announcements(database))
-        return cls(database, jobs, admission, ModerationStore(database, admission), DeliveryStore(database))
+        images = ImageFiles(image_dir)
+        jobs = JobStore(database, images, admission, Announcements(database))
+        return cls(
+            database,
+            jobs,
+            admission,
+            ModerationStore(database, admission),
+            DeliveryStore(database),
+            RemovalStore(database, images),
+        )
 
     async def close(self) -> None:
         await self.database.close()
@@ -76,6 +87,7 @@ __all__ = [
     "ImageNotFound",
     "JobStore",
     "ModerationStore",
+    "RemovalStore",
     "StoreUnavailable",
     "Stores",
     "create_engine",

@@ -111,3 +111,22 @@ class DeliveryStore:
         async with self._database.reading() as session:
             row = await session.get(PostedMessageRow, message_id)
             return None if row is None else (row.job_id, row.image_index)
+
+    async def messages_of(self, job_id: int) -> list[tuple[int, int]]:
+        """Every message of the bot's about a job, as (channel id, message id): its status message, its
+        result, and the messages that show one of its images alone. Once each, in that order."""
+        found: list[tuple[int, int]] = []
+        async with self._database.reading() as session:
+            delivery = await session.get(DeliveryRow, job_id)
+            if delivery is not None:
+                if delivery.message_id is not None:
+                    found.append((delivery.channel_id, delivery.message_id))
+                if delivery.result_message_id is not None and delivery.result_channel_id is not None:
+                    found.append((delivery.result_channel_id, delivery.result_message_id))
+            posted = await session.execute(
+                select(PostedMessageRow.channel_id, PostedMessageRow.message_id)
+                .where(PostedMessageRow.job_id == job_id)
+                .order_by(PostedMessageRow.created_at, PostedMessageRow.message_id)
+            )
+            found.extend((channel_id, message_id) for channel_id, message_id in posted.all())
+        return list(dict.fromkeys(found))

@@ -85,6 +85,27 @@ class ImageFiles:
             with contextlib.suppress(OSError):
                 self.remove(path)
 
+    def usage(self, paths: Sequence[str]) -> tuple[int, int]:
+        """How many of these files exist, and their size in bytes together."""
+        files = size = 0
+        for path in paths:
+            try:
+                size += self._resolve(path).stat().st_size
+            except OSError:
+                continue
+            files += 1
+        return files, size
+
+    def remove_measured(self, paths: Sequence[str]) -> tuple[int, int]:
+        """Delete these files (as `remove_all`) and their folders left empty; the files and bytes that
+        were there before."""
+        found = self.usage(paths)
+        self.remove_all(paths)
+        for folder in {self._resolve(path).parent for path in paths}:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # the job's folder, once empty
+        return found
+
     def _resolve(self, path: str) -> Path:
         relative = PurePosixPath(path)
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:

@@ -98,9 +98,14 @@ class JobRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Image files removed (the row and its image rows stay): when, why ("deleted" | "expired"), by whom.
+    removed_at: Mapped[datetime | None]
+    removed_reason: Mapped[str | None] = mapped_column(String(16))
+    removed_by: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index("ix_jobs_state_id", "state", "id"),
+        Index("ix_jobs_removed_at_finished_at", "removed_at", "finished_at"),  # pruning's search
         Index("ix_jobs_state_lease_expires_at", "state", "lease_expires_at"),
         Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_jobs_guild_id_user_id_created_at", "guild_id", "user_id", "created_at"),
@@ -213,3 +218,5 @@ class PostedMessageRow(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     image_index: Mapped[int | None] = mapped_column(Integer)  # None: the whole grid
     created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_posted_messages_job_id", "job_id"),)  # a job's messages, to delete them

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from bot.domain.jobs import Job, JobKind, JobSpec, JobState
+from bot.domain.jobs import Job, JobKind, JobSpec, JobState, RemovalReason
 from bot.domain.params import GenerationParams
 from bot.domain.records import Ban, Delivery, GuildSettings, ModeratorAction, QuotaOverride, StoredImage
 from bot.store.models import (
@@ -52,6 +52,9 @@ def job_from_row(row: JobRow | Row[Any]) -> Job:
         started_at=row.started_at,
         finished_at=row.finished_at,
         error=row.error,
+        removed_at=row.removed_at,
+        removed_reason=RemovalReason(row.removed_reason) if row.removed_reason else None,
+        removed_by=row.removed_by,
     )
 
 

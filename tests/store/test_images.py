@@ -59,3 +59,18 @@ def test_oserror_surfaces(tmp_path: Path) -> None:
 def test_paths_stay_inside_the_folder(tmp_path: Path, path: str) -> None:
     with pytest.raises(ValueError, match="not inside the image folder"):
         ImageFiles(tmp_path).open_bytes(path)
+
+
+def test_usage_and_remove_measured(tmp_path: Path) -> None:
+    """Usage counts the files there and their bytes; removing them also drops each job's emptied folder,
+    and a file already gone counts for nothing."""
+    files = ImageFiles(tmp_path)
+    paths = [files.save(7, index, Image.new("RGB", (8, 8), (index, 0, 0))) for index in range(2)]
+    other = files.save(8, 0, Image.new("RGB", (8, 8)))
+    size = sum((tmp_path / path).stat().st_size for path in paths)
+    missing = "jobs/00/0000009/0.png"
+    assert files.usage([*paths, missing]) == (2, size)
+    assert files.remove_measured([*paths, missing]) == (2, size)
+    assert not (tmp_path / paths[0]).parent.exists()
+    assert (tmp_path / other).exists()
+    assert files.remove_measured(paths) == (0, 0)

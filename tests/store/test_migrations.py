@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from bot.domain.clock import FakeClock
-from bot.domain.jobs import JobKind
+from bot.domain.jobs import JobKind, JobState, RemovalReason
 from bot.store import Stores, create_engine, downgrade, migrate, schema_is_current
 from bot.store.database import MIGRATIONS_DIR
 from bot.store.models import Base
@@ -99,3 +101,35 @@ async def test_alembic_command_line_from_the_repository_root(tmp_path: Path) -> 
         assert await schema_is_current(engine)
     finally:
         await engine.dispose()
+
+
+async def test_removal_columns_go_back_and_come_again(db_url: str, tmp_path: Path) -> None:
+    """0005 down to 0004 keeps the jobs, without their removal marks; up again, they read as never removed."""
+    stores = await Stores.open(db_url, tmp_path / "images", FakeClock())
+    try:
+        job = await stores.jobs.create_job(make_spec())
+        await mark_running(stores.jobs, [job.id])
+        await complete_job(stores.jobs, job.id, make_images(), [1, 2, 3, 4])
+        await stores.removals.remove_job(job.id, RemovalReason.DELETED, by=9)
+    finally:
+        await stores.close()
+
+    await downgrade(db_url, "0004")
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as connection:
+            columns = await connection.run_sync(lambda sync: sa.inspect(sync).get_columns("jobs"))
+        assert "removed_at" not in {column["name"] for column in columns}
+    finally:
+        await engine.dispose()
+    stores = await Stores.open(db_url, tmp_path / "images", FakeClock())
+    try:
+        again = await stores.jobs.get_job(job.id)
+        assert (again.state, again.removed_at, again.removed_reason, again.removed_by) == (
+            JobState.SUCCEEDED,
+            None,
+            None,
+            None,
+        )
+    finally:
+        await stores.close()

@@ -16,7 +16,7 @@ import pytest
 
 from bot.domain.clock import FakeClock
 from bot.domain.errors import InvalidTransition
-from bot.domain.jobs import JobKind, JobState
+from bot.domain.jobs import JobKind, JobState, RemovalReason
 from bot.domain.records import GuildSettings, Lease
 from bot.store import (
     Database,
@@ -151,6 +151,31 @@ async def test_usage_and_moderation(pg_stores: Stores, clock: FakeClock) -> None
     await moderation.record_action(guild, mod, "ban", user, {"reason": "spam"})
     [action] = await action_log(pg_stores.database, guild)
     assert (action.action, action.details, action.created_at) == ("ban", {"reason": "spam"}, clock.now())
+
+
+async def test_removal_and_pruning(pg_stores: Stores, clock: FakeClock) -> None:
+    """🗑 and pruning on PostgreSQL: files gone, rows kept and marked, each job once."""
+    store, removals = pg_stores.jobs, pg_stores.removals
+    ids = []
+    for _ in range(3):
+        job = await store.create_job(make_spec())
+        await mark_running(store, [job.id])
+        await complete_job(store, job.id, make_images(), [1, 2, 3, 4])
+        ids.append(job.id)
+    deleted = ids[0]
+    removal = await removals.remove_job(deleted, RemovalReason.DELETED, by=2**63 - 1)
+    assert (removal.files, removal.job.removed_by, removal.job.removed_at) == (4, 2**63 - 1, clock.now())
+    clock.advance(1)
+    dry = await removals.expire_before(clock.now(), dry_run=True, chunk=1)
+    assert (dry.jobs, dry.files) == (2, 8)
+    report = await removals.expire_before(clock.now(), chunk=1)
+    assert (report.jobs, report.files, report.bytes) == (dry.jobs, dry.files, dry.bytes)
+    assert [job.removed_reason for job in await store.get_jobs(ids)] == [
+        RemovalReason.DELETED,
+        RemovalReason.EXPIRED,
+        RemovalReason.EXPIRED,
+    ]
+    assert list(store.images.root.rglob("*.png")) == []
 
 
 async def test_timezones(pg_url: str, tmp_path: Path) -> None:
