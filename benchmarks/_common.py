@@ -58,6 +58,8 @@ def benchmark_service(stores: Stores, scheduler: GpuScheduler, size: int, clock:
         stores.jobs,
         stores.admission,
         scheduler,
+        removals=stores.removals,
+        actions=stores.moderation,
         generation=GenerationLimits(base_resolution=size),
         user_limits=HIGH_LIMITS,
         clock=clock,

@@ -105,6 +105,8 @@ async def service_world(tmp_path: Path, user_limits: UserLimits) -> AsyncIterato
         store,
         stores.admission,
         scheduler,
+        removals=stores.removals,
+        actions=stores.moderation,
         generation=GenerationLimits(base_resolution=64, default_steps=3, max_steps=10),
         user_limits=user_limits,
         clock=clock,

@@ -34,6 +34,25 @@ class JobNotFound(ImagineError):
         self.job_id = job_id
 
 
+class ImageRemoved(ImagineError):
+    """The job's images are gone: deleted by its member or a moderator, or expired after the retention
+    period (`retention_days`, 0 or None when unknown). Its buttons and reactions answer with this."""
+
+    def __init__(self, job_id: int, reason: str, retention_days: int | None = None) -> None:
+        if reason == "expired":
+            kept = f": images are kept {_days(retention_days)}" if retention_days else ""
+            message = f"This image has expired{kept}."
+        else:
+            message = "This image was removed."
+        super().__init__(message)
+        self.job_id = job_id
+        self.reason = reason
+
+
+def _days(days: int | None) -> str:
+    return "1 day" if days == 1 else f"{days} days"
+
+
 class InvalidTransition(Exception):
     """A job was asked to move between states in a way the state machine forbids (a bug, not input)."""
 

@@ -16,6 +16,7 @@ from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.services.imagine import ImagineService
 from bot.services.moderation import ModerationService
 from bot.services.results import ResultService
+from bot.services.retention import RetentionService
 from bot.store import Stores
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class ImagineApp:
     service: ImagineService
     moderation: ModerationService
     results: ResultService
+    retention: RetentionService
 
     @classmethod
     async def start(
@@ -171,16 +173,20 @@ class ImagineApp:
             stores.jobs,
             stores.admission,
             scheduler,
+            removals=stores.removals,
+            actions=stores.moderation,
             generation=settings.generation_limits(backend.native_resolution),
             user_limits=settings.user_limits(),
             dm_limits=settings.dm_limits(),
             blocked_words=settings.operator_blocked_words(),
+            retention_days=settings.image_retention_days,
             clock=clock,
             fast_generation=settings.fast_generation_limits(backend.native_resolution),
         )
         moderation = ModerationService(stores.moderation, stores.jobs, scheduler, service)
         results = ResultService(stores.jobs, stores.deliveries, scheduler)
-        return cls(settings, stores, scheduler, service, moderation, results)
+        retention = RetentionService(stores.removals, clock, retention_days=settings.image_retention_days)
+        return cls(settings, stores, scheduler, service, moderation, results, retention)
 
     async def close(self) -> None:
         await self.scheduler.stop()

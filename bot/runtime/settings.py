@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Storage
     database_url: str = "sqlite+aiosqlite:///./data/imagine.db"
     image_dir: Path = Path("./data/images")
+    # Image files of jobs that finished longer ago are deleted once a day (the jobs stay); 0: kept forever.
+    image_retention_days: int = Field(default=30, ge=0, le=36_500)
 
     # Model and device
     model: str = DEFAULT_MODEL

@@ -4,7 +4,8 @@ The Discord adapter and the command line both call this; neither talks to the st
 itself. Every request stays inside its server: a job is only seen from the guild it was made in (from
 anywhere else it is answered like a job that does not exist), and a direct message is refused unless the
 operator allows DMs. Checks on a new job run in order: ban, blocked words, quota, concurrency, rate limit
-(last, because it spends a token).
+(last, because it spends a token). A job whose images were removed (🗑, or expired) answers every button
+with what happened to them.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bot.domain.clock import Clock
-from bot.domain.errors import InvalidRequest, JobNotFound, NotAllowed
+from bot.domain.errors import ImageRemoved, InvalidRequest, JobNotFound, NotAllowed
 from bot.domain.events import QueueInfo
-from bot.domain.jobs import Job, JobKind, JobSpec, JobState, ModelKind
+from bot.domain.jobs import Job, JobKind, JobSpec, JobState, ModelKind, RemovalReason
 from bot.domain.limits import (
     RateLimiter,
     UserLimits,
@@ -34,6 +35,8 @@ from bot.domain.requests import FAST_UNAVAILABLE, request_from_text
 from bot.scheduler.scheduler import GpuScheduler
 from bot.store.admission import AdmissionStore
 from bot.store.jobs import JobStore
+from bot.store.moderation import ModerationStore
+from bot.store.retention import RemovalStore
 
 DM_REFUSAL = "I only work in servers: use me in a channel of a server we share."
 
@@ -56,19 +59,27 @@ class ImagineService:
         admission: AdmissionStore,
         scheduler: GpuScheduler,
         *,
+        removals: RemovalStore,
+        actions: ModerationStore,
         generation: GenerationLimits,
         user_limits: UserLimits,
         clock: Clock,
         fast_generation: GenerationLimits | None = None,
         dm_limits: UserLimits | None = None,
         blocked_words: Sequence[str] = (),
+        retention_days: int = 0,
         rng: random.Random | None = None,
     ) -> None:
         """`dm_limits`: a member's limits in direct messages, where DMs are allowed (None: refused).
-        `blocked_words`: the operator's, refused everywhere on top of each server's own."""
+        `blocked_words`: the operator's, refused everywhere on top of each server's own.
+        `actions`: where a moderator's removal of a member's result is logged. `retention_days`: how long
+        images are kept (IMAGE_RETENTION_DAYS, 0 forever), as an expired image's buttons tell."""
         self._jobs = jobs
         self._admission = admission
         self._scheduler = scheduler
+        self._removals = removals
+        self._actions = actions
+        self.retention_days = retention_days
         self.generation = generation
         self.fast_generation = fast_generation  # None: no fast model is configured (FAST_MODEL)
         self.user_limits = user_limits
@@ -183,6 +194,30 @@ class ImagineService:
         if job.state.is_final:
             raise InvalidRequest(f"Job #{job_id} has already {_finished_words(job.state)}.")
         return await self._scheduler.cancel(job_id)
+
+    async def delete_result(self, requester: Requester, job_id: int) -> Job:
+        """Remove a finished job's images for good (🗑): its files are deleted and the job is marked deleted
+        (who, when); its row stays. For the member who made it or a moderator of its server; a moderator's
+        removal of someone else's result is recorded in the action log. Removing it again is no error (a
+        second message showing it can be cleared the same way)."""
+        job = await self._job_for(requester, job_id, removed_ok=True)
+        own = requester.user_id in (job.user_id, LOCAL_USER_ID)
+        if not own and not requester.is_moderator:
+            raise NotAllowed("Only the member who made this image (or a moderator) can remove it.")
+        if not job.state.is_final:
+            raise InvalidRequest(f"Job #{job_id} isn't finished yet; cancel it instead.")
+        if job.removed_reason is RemovalReason.DELETED:
+            return job
+        removal = await self._removals.remove_job(job_id, RemovalReason.DELETED, by=requester.user_id)
+        if not own and requester.guild_id is not None:
+            await self._actions.record_action(
+                requester.guild_id,
+                requester.user_id,
+                "result.delete",
+                job.user_id,
+                {"job": job_id, "files": removal.files},
+            )
+        return removal.job
 
     async def my_jobs(self, requester: Requester) -> list[tuple[Job, QueueInfo | None]]:
         self._check_place(requester)
@@ -316,13 +351,16 @@ class ImagineService:
         if requester.guild_id is None and requester.user_id != LOCAL_USER_ID and self.dm_limits is None:
             raise NotAllowed(DM_REFUSAL)
 
-    async def _job_for(self, requester: Requester, job_id: int) -> Job:
+    async def _job_for(self, requester: Requester, job_id: int, *, removed_ok: bool = False) -> Job:
         """The job, seen from where the requester asks. A job of another server (or of DMs, from a
-        server) is answered like one that does not exist: job numbers are sequential and shown."""
+        server) is answered like one that does not exist: job numbers are sequential and shown. A job
+        whose images were removed raises ImageRemoved, unless `removed_ok`."""
         self._check_place(requester)
         job = await self._jobs.get_job(job_id)
         if requester.user_id != LOCAL_USER_ID and job.spec.guild_id != requester.guild_id:
             raise JobNotFound(job_id)
+        if job.removed_reason is not None and not removed_ok:
+            raise ImageRemoved(job_id, job.removed_reason.value, self.retention_days)
         return job
 
     async def _guild(self, requester: Requester) -> GuildSettings | None:
