@@ -36,6 +36,7 @@ async def run_worker(settings: Settings, console: Console) -> int:
         console.print(f"[red]{error}[/red]")
         return 2
     metrics.watch(app.scheduler, worker_up=lambda: scheduler_worker_up(app.scheduler))
+    metrics.watch_disk(settings.image_dir)
     try:
         async with serve_observability(
             settings, metrics, scheduler_ready_check(app.scheduler, app.stores.database)

@@ -10,15 +10,19 @@ How each one is fed:
   which the delivery code calls once a result is delivered;
 * errors by kind come from `Metrics.error(kind)`; Discord API errors and 429s from `DiscordLogHandler`
   (discord.py's own log records) and `Metrics.discord_error(status)`;
-* queue depth and worker liveness are read from callables when Prometheus scrapes.
+* queue depth and worker liveness are read from callables when Prometheus scrapes, and the image
+  folder's free disk from the file system (`Metrics.watch_disk(image_dir)`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
@@ -53,6 +57,7 @@ class Metrics:
         self._job_images: dict[int, int] = {}
         self._queue_depth: Callable[[], int] = lambda: 0
         self._worker_up: Callable[[], bool] = lambda: False
+        self._image_dir: Path | None = None
         r = self.registry
         self.queue_depth = Gauge("imagine_queue_depth", "Jobs waiting in the scheduler's queue.", registry=r)
         self.queue_depth.set_function(lambda: float(self._queue_depth()))
@@ -62,6 +67,12 @@ class Metrics:
             registry=r,
         )
         self.worker_up.set_function(lambda: 1.0 if self._worker_up() else 0.0)
+        self.image_dir_free = Gauge(
+            "imagine_image_dir_free_bytes",
+            "Free disk space where IMAGE_DIR is, in bytes (NaN until watched or when it can't be read).",
+            registry=r,
+        )
+        self.image_dir_free.set_function(self._free_bytes)
         self.jobs = Counter(
             "imagine_jobs", "Jobs that reached a final state, by state.", ["state"], registry=r
         )
@@ -106,6 +117,18 @@ class Metrics:
         if worker_up is not None:
             self._worker_up = worker_up
         scheduler.add_listener(self.on_update)
+
+    def watch_disk(self, image_dir: Path) -> None:
+        """Report the free disk space of the image folder's file system at scrape time."""
+        self._image_dir = Path(image_dir)
+
+    def _free_bytes(self) -> float:
+        if self._image_dir is None:
+            return math.nan
+        try:
+            return float(shutil.disk_usage(self._image_dir).free)
+        except OSError:
+            return math.nan  # the folder is gone or unreadable: no number rather than a wrong one
 
     def instrument(self, backend: GenerationBackend) -> InstrumentedBackend:
         """Wrap the render backend so batch sizes and each job's image count are measured."""

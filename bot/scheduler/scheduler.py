@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ Listener = Callable[[JobUpdate], None]
 MAX_STORING_BATCHES = 2  # rendered batches that may be storing while the next one renders
 STOP_GRACE = 10.0  # seconds stop() waits for rendered results to be stored
 STORE_RETRY_SECONDS = 1.0  # pause after the store failed, before the loop tries again
+DISK_FULL = "The bot's disk is full, so this image could not be saved. Please tell the server's admins."
+DISK_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})  # no space left; over the disk quota
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class GpuScheduler:
         # Claimed jobs a store failure left RUNNING: queued again as soon as the store answers.
         self._orphans: dict[int, QueueEntry] = {}
         self._announced = asyncio.Event()  # the store announced a new job (PostgreSQL NOTIFY)
+        self._disk_full = False  # the last batch could not be saved for want of space (logged once)
         self.load_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -507,15 +511,26 @@ class GpuScheduler:
         try:
             completions = await self._store_results(results)
         except OSError as error:
-            log.exception("could not save images", extra={"job_ids": [job.id for job in jobs]})
-            reason = f"I made the images but couldn't save them ({error.strerror or error})."
-            await self._fail([job.id for job in jobs], reason)
+            job_ids = [job.id for job in jobs]
+            if error.errno in DISK_FULL_ERRORS:
+                # Every batch fails the same way until someone frees space: say so once, not per batch.
+                if not self._disk_full:
+                    log.error("the image folder's disk is full; jobs fail until space is freed: %s", error)
+                self._disk_full = True
+                reason = DISK_FULL
+            else:
+                log.exception("could not save images", extra={"job_ids": job_ids})
+                reason = f"I made the images but couldn't save them ({error.strerror or error})."
+            await self._fail(job_ids, reason)
             return
         except Exception as error:
             # The jobs must not stay RUNNING in silence.
             log.exception("could not store the results", extra={"job_ids": [job.id for job in jobs]})
             await self._fail([job.id for job in jobs], f"I made the images but couldn't store them: {error}")
             return
+        if self._disk_full:
+            self._disk_full = False
+            log.info("images are saved again: the disk has space")
         for completion in completions:
             final = completion.job
             if final.state is JobState.CANCELLED:

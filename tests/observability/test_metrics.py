@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import shutil
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -192,3 +195,26 @@ def test_registries_are_isolated() -> None:
     first.error("x")
     assert value(second, "imagine_errors_total", kind="x") == 0
     assert b"imagine_queue_depth" in second.render()
+
+
+def test_free_disk_of_the_image_folder_is_read_at_scrape_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """imagine_image_dir_free_bytes follows the file system at each scrape; NaN until watched and when
+    the folder can't be read (no number rather than a wrong one)."""
+    metrics = Metrics()
+    assert math.isnan(value(metrics, "imagine_image_dir_free_bytes"))
+    metrics.watch_disk(tmp_path)
+    assert value(metrics, "imagine_image_dir_free_bytes") > 0  # the real disk's
+    free = iter([5_000_000_000, 1_000])
+
+    def usage(path: Path) -> SimpleNamespace:
+        assert Path(path) == tmp_path
+        return SimpleNamespace(free=next(free))
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    assert value(metrics, "imagine_image_dir_free_bytes") == 5_000_000_000
+    assert "imagine_image_dir_free_bytes 1000.0" in metrics.render().decode()
+    monkeypatch.undo()
+    metrics.watch_disk(tmp_path / "gone")
+    assert math.isnan(value(metrics, "imagine_image_dir_free_bytes"))

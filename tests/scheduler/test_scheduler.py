@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from bot.domain.clock import SystemClock
 from bot.domain.events import JobUpdate
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
-from bot.scheduler.scheduler import GpuScheduler, _StepRelay
+from bot.scheduler.scheduler import DISK_FULL, GpuScheduler, _StepRelay
 from bot.store import JobStore, Stores
 from bot.store.errors import DatabaseUnreachable
 from tests.fakes import FakeBackend, seed_colour
@@ -222,21 +224,48 @@ async def test_pipeline_error_fails_only_that_batch(store: JobStore, backend: Fa
 
 
 async def test_disk_full_fails_the_job_and_keeps_going(
-    store: JobStore, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+    store: JobStore, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An OSError while saving fails that job with a clear reason; the scheduler survives."""
+    """A full disk while saving fails each job with a message a member understands, logged once however
+    many batches fail; once there is space again, jobs succeed (and that is logged too)."""
     original = store.images.save
 
     def full(*args: object, **kwargs: object) -> str:
-        raise OSError(28, "No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
+    caplog.set_level(logging.INFO, logger="bot.scheduler.scheduler")
     monkeypatch.setattr(store.images, "save", full)
     scheduler = await started(store, backend)
     try:
+        for _ in range(2):
+            job = await finished(scheduler, await submit(store, scheduler, spec()))
+            assert job.state is JobState.FAILED
+            assert job.error == DISK_FULL
+        assert list(store.images.root.rglob("*.png")) == []  # nothing half-written is left
+        disk_full = [r for r in caplog.records if "disk is full" in r.getMessage()]
+        assert len(disk_full) == 1
+        assert disk_full[0].levelno == logging.ERROR
+        monkeypatch.setattr(store.images, "save", original)
+        assert (await finished(scheduler, await submit(store, scheduler, spec()))).state is JobState.SUCCEEDED
+        assert any("the disk has space" in r.getMessage() for r in caplog.records)
+    finally:
+        await scheduler.stop()
+
+
+async def test_other_disk_errors_fail_the_job_with_their_reason(
+    store: JobStore, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError other than a full disk (permissions, say) fails the job naming it; the scheduler goes on."""
+    original = store.images.save
+
+    def refused(*args: object, **kwargs: object) -> str:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(store.images, "save", refused)
+    scheduler = await started(store, backend)
+    try:
         job = await finished(scheduler, await submit(store, scheduler, spec()))
-        assert job.state is JobState.FAILED
-        assert job.error is not None
-        assert "No space left on device" in job.error
+        assert job.error == "I made the images but couldn't save them (Permission denied)."
         monkeypatch.setattr(store.images, "save", original)
         assert (await finished(scheduler, await submit(store, scheduler, spec()))).state is JobState.SUCCEEDED
     finally:
