@@ -46,13 +46,33 @@ def test_rate_limiter_per_member_and_scope() -> None:
 
 
 def test_refund_returns_a_token() -> None:
-    """A refused request's token comes back."""
+    """A refused request's token comes back: exactly one more request gets through, no more (the next
+    waits for a whole refill), and refunds never lift a bucket above its burst."""
     clock = FakeClock()
     limiter = RateLimiter(clock)
     limits = UserLimits(rate_per_minute=1, burst=1)
     limiter.acquire(None, 1, limits)
     limiter.refund(None, 1)
     limiter.acquire(None, 1, limits)
+    with pytest.raises(LimitExceeded) as caught:
+        limiter.acquire(None, 1, limits)
+    assert caught.value.retry_after == pytest.approx(60.0)
+
+    burst = UserLimits(rate_per_minute=1, burst=2)  # room for more than one: a refund is one token
+    limiter.acquire(None, 2, burst)
+    limiter.acquire(None, 2, burst)
+    with pytest.raises(LimitExceeded):
+        limiter.acquire(None, 2, burst)  # empty: without a refund, refused
+    limiter.refund(None, 2)
+    limiter.acquire(None, 2, burst)
+    with pytest.raises(LimitExceeded):
+        limiter.acquire(None, 2, burst)
+    for _ in range(3):
+        limiter.refund(None, 2)  # three refunds into a bucket of two: one is lost
+    limiter.acquire(None, 2, burst)
+    limiter.acquire(None, 2, burst)
+    with pytest.raises(LimitExceeded):
+        limiter.acquire(None, 2, burst)
 
 
 def test_concurrency_cap() -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.domain.errors import InvalidRequest, LimitExceeded, NotAllowed
-from bot.domain.jobs import Job, JobKind, JobState
+from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.limits import UserLimits
 from bot.domain.members import Requester
+from bot.domain.records import Admission, AdmissionFacts
+from bot.store.errors import DatabaseUnreachable
 from tests.fakes import ServiceWorld as World
 from tests.fakes import service_world
 
@@ -102,9 +104,20 @@ async def test_daily_quota_counts_and_moderator_override(world: World) -> None:
 
 
 async def test_moderators_skip_the_quota(world: World) -> None:
-    """Moderators are not held to the daily quota."""
-    for _ in range(6):
+    """Moderators are not held to the daily quota: with 5 used each, a member's sixth is refused and a
+    moderator's sixth and seventh are served; the moderator's jobs still count as used."""
+    for _ in range(5):
+        await world.done(await world.service.imagine(ALICE, "cat"))
         await world.done(await world.service.imagine(MOD, "cat"))
+    with pytest.raises(LimitExceeded, match="all 5 of today's jobs") as caught:
+        await world.service.imagine(ALICE, "cat")
+    assert caught.value.kind == "quota"
+    for _ in range(2):
+        await world.done(await world.service.imagine(MOD, "cat"))
+    usage = await world.service.usage(MOD)
+    assert (usage.used_today, usage.daily_quota, usage.remaining) == (7, 5, 0)
+    assert len(await world.store.list_jobs(user_id=MOD.user_id)) == 7
+    assert len(await world.store.list_jobs(user_id=ALICE.user_id)) == 5
 
 
 async def test_concurrency_cap_and_rate_limit(world: World) -> None:
@@ -122,6 +135,36 @@ async def test_concurrency_cap_and_rate_limit(world: World) -> None:
     with pytest.raises(LimitExceeded, match="a little fast") as caught:
         await world.service.imagine(MOD, "cat")
     assert caught.value.kind == "rate"
+
+
+async def test_a_failed_store_gives_the_rate_limit_token_back(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every check passed (a rate-limit token taken), then the database failed before the job was stored:
+    the token comes back, so the member's retry is served. At 1 a minute with a burst of 1, the request
+    after that is refused as too fast, as it would have been the retry without the refund."""
+    await world.stores.moderation.update_guild_settings(GUILD, rate_per_minute=1, rate_burst=1)
+    create_job = world.store.create_job
+
+    async def admitted_then_lost(spec: JobSpec, *, admit: Admission | None = None) -> Job:
+        assert admit is not None
+
+        def check_then_fail(facts: AdmissionFacts) -> None:
+            admit.check(facts)
+            raise DatabaseUnreachable()  # the connection dies after the checks, before the INSERT
+
+        return await create_job(spec, admit=Admission(admit.since, check_then_fail))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(world.store, "create_job", admitted_then_lost)
+        with pytest.raises(DatabaseUnreachable):
+            await world.service.imagine(ALICE, "cat")
+    assert await world.store.list_jobs() == []
+    await world.done(await world.service.imagine(ALICE, "cat"))
+    with pytest.raises(LimitExceeded, match="a little fast") as caught:
+        await world.service.imagine(ALICE, "cat")
+    assert caught.value.kind == "rate"
+    assert len(await world.store.list_jobs()) == 1
 
 
 async def test_ban_and_blocked_words(world: World) -> None:
