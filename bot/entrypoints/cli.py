@@ -1,5 +1,5 @@
-"""The `imagine-bot` command: run the bot, migrate, generate locally, check the setup, make a tiny model,
-benchmark the renderer."""
+"""The `imagine-bot` command: run the bot, migrate, generate locally, check the setup, prune old images,
+make a tiny model, benchmark the renderer."""
 
 from __future__ import annotations
 
@@ -43,7 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     token = settings.discord_token.get_secret_value() if settings.discord_token else ""
     configure_logging(settings.log_level, json=settings.log_json, secrets=[token])
-    handlers = {"run": _run, "worker": _worker, "migrate": _migrate, "generate": _generate, "doctor": _doctor}
+    handlers = {
+        "run": _run,
+        "worker": _worker,
+        "migrate": _migrate,
+        "generate": _generate,
+        "doctor": _doctor,
+        "prune": _prune,
+    }
     try:
         return asyncio.run(handlers[args.command](settings, args))
     except KeyboardInterrupt:
@@ -73,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--steps", type=int)
     generate.add_argument("--guidance", type=float)
     commands.add_parser("doctor", help="report settings, database, device and whether the model loads")
+    prune = commands.add_parser(
+        "prune", help="delete the image files of jobs older than IMAGE_RETENTION_DAYS (the jobs stay)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be freed; delete nothing")
+    prune.add_argument(
+        "--days",
+        type=_days,
+        help="jobs that finished more than this many days ago (default: IMAGE_RETENTION_DAYS; 0: all)",
+    )
     tiny = commands.add_parser("make-tiny-model", help="write a tiny random-weight SDXL pipeline folder")
     tiny.add_argument("path", help="folder to write; then run with MODEL=<folder>")
     bench = commands.add_parser(
@@ -270,6 +286,63 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         await app.close()
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError(f"{days} days: give 0 or more")
+    return days
+
+
+async def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete (or with --dry-run, count) the image files of old jobs, and show what that frees."""
+    from bot.domain.clock import SystemClock
+    from bot.services.retention import RetentionService
+    from bot.store import Stores, StoreUnavailable
+
+    days = settings.image_retention_days if args.days is None else args.days
+    if args.days is None and days == 0:
+        console.print(
+            "IMAGE_RETENTION_DAYS is 0: images are kept forever, so nothing is pruned. "
+            "`imagine-bot prune --days N` prunes by hand."
+        )
+        return 0
+    clock = SystemClock()
+    try:
+        stores = await Stores.open(settings.database_url, settings.image_dir, clock)
+    except StoreUnavailable as error:
+        console.print(f"[red]{error}[/red]")
+        return 2
+    async with stores:
+        retention = RetentionService(stores.removals, clock, retention_days=settings.image_retention_days)
+        with console.status("Looking for old images…" if args.dry_run else "Deleting old images…"):
+            report = await retention.prune(days, dry_run=args.dry_run)
+    since = f"more than {days} day{'s' if days != 1 else ''} ago" if days else "up to now"
+    console.print(
+        f"Images of jobs that finished {since} (before {report.cutoff:%Y-%m-%d %H:%M} UTC):", soft_wrap=True
+    )
+    table = Table(
+        "", "jobs", "files", "size", title=f"imagine-bot prune{' --dry-run' if args.dry_run else ''}"
+    )
+    size = _size_words(report.bytes) + (f" ({report.bytes:,} bytes)" if report.bytes >= 1000 else "")
+    table.add_row("would free" if args.dry_run else "freed", f"{report.jobs:,}", f"{report.files:,}", size)
+    Console().print(table)
+    if args.dry_run:
+        console.print("Dry run: nothing was deleted.")
+    return 0
+
+
+def _size_words(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
 
 
 async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
