@@ -266,6 +266,7 @@ def test_custom_ids_match_only_well_formed(custom_id: str) -> None:
         ("ib:u:0:0", "u", 0, 0),
         ("ib:x:000123:3", "x", 123, 3),
         ("ib:r:9", "r", 9, None),
+        ("ib:d:42", "d", 42, None),
     ],
 )
 def test_custom_id_examples_parse(custom_id: str, action: str, job_id: int, index: int | None) -> None:
@@ -299,6 +300,7 @@ def test_odd_custom_ids_either_match_nothing_or_parse(custom_id: str) -> None:
         "ib:v:123:2:0",
         "ib:v:123",
         "ib:r:1:0",
+        "ib:d:1:0",
         "ib:v::0",
         "ib:v:-1:0",
         "ib:v:12345678901234567890:0",

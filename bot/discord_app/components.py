@@ -122,23 +122,39 @@ class CancelButton(_ActionButton, template=rf"{PREFIX}:c:(?P<job>[0-9]{{1,19}})"
         await _press(interaction, _actions(interaction).cancel(interaction, self.job_id))
 
 
+class DeleteButton(_ActionButton, template=rf"{PREFIX}:d:(?P<job>[0-9]{{1,19}})"):
+    """🗑: remove the result (its messages and image files); for its member or a moderator."""
+
+    action = "d"
+    per_image = False
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await _press(interaction, _actions(interaction).delete_result(interaction, self.job_id))
+
+
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
     UpscaleViewButton,
     VaryButton,
     UpscaleButton,
     RerollButton,
     CancelButton,
+    DeleteButton,
 )
 
 
+def _delete_button(job_id: int, row: int | None = None) -> DeleteButton:
+    return DeleteButton(job_id, emoji="🗑", row=row)
+
+
 def grid_view(job_id: int) -> discord.ui.View:
-    """U1–U4 and 🔄 on the first row, V1–V4 on the second, as in Midjourney."""
+    """U1–U4 and 🔄 on the first row, V1–V4 and 🗑 on the second (Discord allows 5 buttons a row)."""
     view = discord.ui.View(timeout=None)
     for index in range(4):
         view.add_item(UpscaleViewButton(job_id, index, label=f"U{index + 1}", row=0))
     view.add_item(RerollButton(job_id, emoji="🔄", row=0))
     for index in range(4):
         view.add_item(VaryButton(job_id, index, label=f"V{index + 1}", row=1))
+    view.add_item(_delete_button(job_id, row=1))
     return view
 
 
@@ -149,6 +165,14 @@ def single_view(job_id: int, index: int) -> discord.ui.View:
     )
     view.add_item(VaryButton(job_id, index, label="Vary", emoji="🪄"))
     view.add_item(RerollButton(job_id, emoji="🔄"))
+    view.add_item(_delete_button(job_id))
+    return view
+
+
+def upscale_view(job_id: int) -> discord.ui.View:
+    """An upscale's result: nothing to make from it, only 🗑."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(_delete_button(job_id))
     return view
 
 

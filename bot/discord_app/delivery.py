@@ -28,10 +28,10 @@ from typing import Any
 import discord
 
 from bot.discord_app import presenters
-from bot.discord_app.components import cancel_view, grid_view
+from bot.discord_app.components import cancel_view, grid_view, upscale_view
 from bot.domain.clock import Clock
 from bot.domain.events import JobUpdate
-from bot.domain.jobs import Job, JobKind, JobState
+from bot.domain.jobs import Job, JobKind, JobState, RemovalReason
 from bot.domain.records import Delivery, DeliveryTarget
 from bot.services.results import ResultService
 from bot.utils.imaging import compose_grid, encode_for_upload
@@ -182,6 +182,10 @@ class DeliveryManager:
             job = await self._results.job(job_id)
             if not job.state.is_final:
                 return
+            if job.removed_reason is RemovalReason.DELETED:
+                # Removed with 🗑 before it went out (a forged press): its messages went with it.
+                await self._results.mark_delivered(job_id, channel_id=None, message_id=None)
+                return
             message = await self._compose(job, delivery)
             delivered = await self._send(job, delivery, message)
             if delivered is not None and job.state is JobState.SUCCEEDED and job.kind is not JobKind.UPSCALE:
@@ -202,6 +206,8 @@ class DeliveryManager:
             return _Outgoing(embed=presenters.failed_embed(job, job.error or "unknown error"))
         if job.state is JobState.CANCELLED:
             return _Outgoing(embed=presenters.cancelled_embed(job))
+        if job.is_removed:  # expired (IMAGE_RETENTION_DAYS) while undelivered: the bot was away that long
+            return _Outgoing(embed=presenters.expired_embed(job))
         images = await self._results.images(job.id)
         upload_limit = delivery.upload_limit
 
@@ -218,7 +224,7 @@ class DeliveryManager:
             if parent is not None and parent.result_message_id and parent.result_channel_id:
                 parent_url = _jump_url(job.spec.guild_id, parent.result_channel_id, parent.result_message_id)
         embed = presenters.result_embed(job, image_url=f"attachment://{filename}", parent_url=parent_url)
-        view = None if job.kind is JobKind.UPSCALE else grid_view(job.id)
+        view = upscale_view(job.id) if job.kind is JobKind.UPSCALE else grid_view(job.id)
         return _Outgoing(embed=embed, view=view, file_data=data, filename=filename)
 
     async def _send(self, job: Job, delivery: Delivery, outgoing: _Outgoing) -> discord.Message | None:

@@ -130,6 +130,13 @@ def cancelled_embed(job: Job) -> discord.Embed:
     return embed
 
 
+def expired_embed(job: Job) -> discord.Embed:
+    """A result whose images expired before it could be delivered (the bot was away that long)."""
+    embed = _base(job, FAILED_COLOUR)
+    embed.description = "⌛ This image expired before I could post it."
+    return embed
+
+
 def usage_text(usage: Usage) -> str:
     resets = discord.utils.format_dt(usage.resets_at, "R")
     if usage.daily_quota is None:

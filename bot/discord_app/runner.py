@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import discord
@@ -57,6 +58,10 @@ async def _run(
             return 2
     apps.append(app)
     metrics.watch(app.scheduler, worker_up=lambda: scheduler_worker_up(app.scheduler))
+    metrics.watch_disk(settings.image_dir)
+    # The Discord side prunes old images (IMAGE_RETENTION_DAYS), shortly after start and then daily;
+    # workers never do, so several processes never prune at once.
+    pruning = asyncio.create_task(app.retention.run_daily(), name="image-retention")
     restarts = 0
     try:
         while True:
@@ -89,4 +94,7 @@ async def _run(
                 )
                 await asyncio.sleep(delay)
     finally:
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
         await app.close()

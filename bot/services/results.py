@@ -91,3 +91,8 @@ class ResultService:
     async def message_target(self, message_id: int) -> tuple[int, int | None] | None:
         """The (job id, image index or None for a grid) a message of the bot's shows."""
         return await self._deliveries.message_target(message_id)
+
+    async def messages_of(self, job_id: int) -> list[tuple[int, int]]:
+        """Every message of the bot's about a job, as (channel id, message id): its status message, its
+        result, and those that show one of its images alone (to delete them with the job's images)."""
+        return await self._deliveries.messages_of(job_id)

@@ -48,13 +48,14 @@ class RetentionService:
             return None
         return await self.prune(self.retention_days)
 
-    async def run_daily(self, *, first_delay: float = START_DELAY, interval: float = DAY) -> None:
-        """Prune shortly after start, then every `interval` seconds, until cancelled. A failed prune is
-        logged and tried again later; it never ends the loop. Does nothing when images are kept forever."""
+    async def run_daily(self, *, first_delay: float | None = None, interval: float = DAY) -> None:
+        """Prune `first_delay` seconds after start (default START_DELAY), then every `interval` seconds,
+        until cancelled. A failed prune is logged and tried again later; it never ends the loop. Does
+        nothing when images are kept forever."""
         if self.keeps_forever:
             log.info("IMAGE_RETENTION_DAYS=0: images are kept forever")
             return
-        delay = first_delay
+        delay = START_DELAY if first_delay is None else first_delay
         while True:
             await asyncio.sleep(delay)
             try:

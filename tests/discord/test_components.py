@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.discord_app.components import DYNAMIC_ITEMS, cancel_view, grid_view, single_view
+from bot.discord_app.components import DYNAMIC_ITEMS, cancel_view, grid_view, single_view, upscale_view
 
 BIGGEST_JOB = 2**63 - 1
 
@@ -18,8 +18,15 @@ def _parse(custom_id: str) -> tuple[type, int, int] | None:
 
 
 def test_every_button_parses_back_to_its_job_and_image() -> None:
-    """Each custom_id of a grid, a single image and a status message names its own job and image."""
-    for view in (grid_view(BIGGEST_JOB), single_view(BIGGEST_JOB, 3), cancel_view(BIGGEST_JOB)):
+    """Each custom_id of a grid, a single image, an upscale and a status message names its own job and
+    image."""
+    views = (
+        grid_view(BIGGEST_JOB),
+        single_view(BIGGEST_JOB, 3),
+        upscale_view(BIGGEST_JOB),
+        cancel_view(BIGGEST_JOB),
+    )
+    for view in views:
         for button in view.children:
             custom_id = button.custom_id  # type: ignore[attr-defined]
             assert len(custom_id) <= 100
@@ -30,8 +37,20 @@ def test_every_button_parses_back_to_its_job_and_image() -> None:
 
 
 @pytest.mark.parametrize(
-    "forged", ["ib:v:12:4", "ib:v:-1:0", "ib:u:12", "ib:r:12:0", "xx:v:1:0", "ib:v:1:0:0"]
+    "forged",
+    ["ib:v:12:4", "ib:v:-1:0", "ib:u:12", "ib:r:12:0", "xx:v:1:0", "ib:v:1:0:0", "ib:d:1:0", "ib:d:"],
 )
 def test_forged_custom_ids_match_no_button(forged: str) -> None:
     """An image index outside 0–3, a missing or extra part, or another prefix is not a button of ours."""
     assert _parse(forged) is None
+
+
+def test_every_result_has_a_delete_button_within_discords_rows() -> None:
+    """🗑 (`ib:d:<job>`) is on grids, single images and upscales; no row holds more than 5 buttons."""
+    for view in (grid_view(7), single_view(7, 2), upscale_view(7)):
+        ids = [button.custom_id for button in view.children]  # type: ignore[attr-defined]
+        assert "ib:d:7" in ids
+        rows = view.to_components()
+        assert len(rows) <= 5
+        assert all(len(row["components"]) <= 5 for row in rows)
+    assert [c["custom_id"] for c in grid_view(7).to_components()[1]["components"]][-1] == "ib:d:7"

@@ -245,7 +245,12 @@ async def test_button_defer_and_original_edit_ride_out_429_and_5xx(harness: Harn
         press = await fake.click(grid.id, f"ib:u:{job_id}:1", harness.alice)
         single = await harness.result_of(press)
         await settle()
-        assert custom_ids(single) == [f"ib:x:{job_id}:1", f"ib:v:{job_id}:1", f"ib:r:{job_id}"]
+        assert custom_ids(single) == [
+            f"ib:x:{job_id}:1",
+            f"ib:v:{job_id}:1",
+            f"ib:r:{job_id}",
+            f"ib:d:{job_id}",
+        ]
         assert [m.id for m in results(harness)] == [grid.id, single.id]
         assert [r.accepted for r in press.responses] == [True]
         assert faults_seen(fake, CALLBACK) == FAULTS

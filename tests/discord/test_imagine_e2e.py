@@ -33,6 +33,7 @@ async def test_imagine_posts_a_grid_with_buttons(harness: Harness) -> None:
             *(f"ib:u:{job_id}:{i}" for i in range(4)),
             f"ib:r:{job_id}",
             *(f"ib:v:{job_id}:{i}" for i in range(4)),
+            f"ib:d:{job_id}",
         ]
         fields = {f["name"]: f["value"] for f in message.embeds[0]["fields"]}
         assert fields["Seed"] == "42"
@@ -106,7 +107,12 @@ async def test_u2_then_upscale(harness: Harness) -> None:
         grid = await harness.result_of(await harness.slash(harness.alice, "imagine", {"prompt": "a fox"}))
         job_id = job_of(grid)
         single = await harness.result_of(await harness.fake.click(grid.id, f"ib:u:{job_id}:1", harness.alice))
-        assert custom_ids(single) == [f"ib:x:{job_id}:1", f"ib:v:{job_id}:1", f"ib:r:{job_id}"]
+        assert custom_ids(single) == [
+            f"ib:x:{job_id}:1",
+            f"ib:v:{job_id}:1",
+            f"ib:r:{job_id}",
+            f"ib:d:{job_id}",
+        ]
         assert single.embeds[0]["footer"]["text"] == f"Image 2 of job #{job_id}"
         with Image.open(io.BytesIO(single.attachments[0].data)) as picture:
             assert picture.size == (64, 64)
@@ -115,6 +121,7 @@ async def test_u2_then_upscale(harness: Harness) -> None:
         with Image.open(io.BytesIO(done.attachments[0].data)) as picture:
             assert picture.size == (128, 128)
         assert "Upscale" in done.embeds[0]["footer"]["text"]
+        assert custom_ids(done) == [f"ib:d:{job_of(done)}"]  # nothing to make from it; 🗑 removes it
     assert not harness.fake.limit_violations
 
 

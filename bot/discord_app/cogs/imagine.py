@@ -1,4 +1,4 @@
-"""Member commands and buttons: /imagine, /queue, /cancel, /usage, U/V/🔄 buttons and reactions."""
+"""Member commands and buttons: /imagine, /queue, /cancel, /usage, U/V/🔄/🗑 buttons and reactions."""
 
 from __future__ import annotations
 
@@ -173,6 +173,26 @@ class ImagineCog(commands.Cog):
     async def cancel(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         cancelled = await self.service.cancel(requester_of(interaction), job_id)
         await interaction.response.send_message(f"Cancelled job #{cancelled.id}.", ephemeral=True)
+
+    async def delete_result(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """🗑: the service deletes the job's images (or refuses, privately); then every message of the
+        bot's that shows the job goes, the one pressed first. A message already gone is fine."""
+        job = await self.service.delete_result(requester_of(interaction), job_id)
+        await interaction.response.send_message(f"🗑 Removed the images of job #{job.id}.", ephemeral=True)
+        messages = await self.bot.app.results.messages_of(job.id)
+        if interaction.message is not None and interaction.channel_id is not None:
+            messages.insert(0, (interaction.channel_id, interaction.message.id))
+        for channel_id, message_id in dict.fromkeys(messages):
+            channel = self.bot.get_partial_messageable(channel_id, guild_id=interaction.guild_id)
+            try:
+                await _through_outages(channel.get_partial_message(message_id).delete)
+            except discord.NotFound:
+                pass  # deleted already (by someone, or with its channel)
+            except discord.HTTPException as error:
+                log.warning(
+                    "could not delete a removed job's message",
+                    extra={"job_id": job.id, "message_id": message_id, "error": str(error)},
+                )
 
     async def _start_job(
         self, interaction: discord.Interaction[Any], make: Callable[[], Awaitable[Job]]

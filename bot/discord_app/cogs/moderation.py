@@ -28,6 +28,7 @@ LOGGED_ACTIONS = (
     "queue.clear",
     "blocked_words.add",
     "blocked_words.remove",
+    "result.delete",
 )
 
 
