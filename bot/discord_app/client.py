@@ -60,7 +60,7 @@ class ImagineBot(commands.Bot):
         clock = clock or SystemClock()
         self.clock = clock
         options = {} if edit_interval is None else {"edit_interval": edit_interval}
-        self.delivery = DeliveryManager(self, app.results, clock, **options)
+        self.delivery = DeliveryManager(self, app.results, app.safety, clock, **options)
 
     async def setup_hook(self) -> None:
         for cog in COGS:

@@ -33,7 +33,9 @@ from bot.domain.clock import Clock
 from bot.domain.events import JobUpdate
 from bot.domain.jobs import Job, JobKind, JobState, RemovalReason
 from bot.domain.records import Delivery, DeliveryTarget
+from bot.domain.safety import Shown
 from bot.services.results import ResultService
+from bot.services.safety import SafetyService
 from bot.utils.imaging import compose_grid, encode_for_upload
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,14 @@ class DeliveryManager:
         self,
         client: discord.Client,
         results: ResultService,
+        safety: SafetyService,
         clock: Clock,
         *,
         edit_interval: float = EDIT_INTERVAL,
     ) -> None:
         self._client = client
         self._results = results
+        self._safety = safety
         self._clock = clock
         self._edit_interval = edit_interval
         self._latest: dict[int, JobUpdate] = {}  # job id -> newest progress not yet shown
@@ -208,6 +212,11 @@ class DeliveryManager:
             return _Outgoing(embed=presenters.cancelled_embed(job))
         if job.is_removed:  # expired (IMAGE_RETENTION_DAYS) while undelivered: the bot was away that long
             return _Outgoing(embed=presenters.expired_embed(job))
+        shown = await self._safety.decide(
+            job, age_restricted_channel=self.age_restricted(delivery.channel_id)
+        )
+        if shown is Shown.HELD:
+            return _Outgoing(embed=presenters.held_embed(job))
         images = await self._results.images(job.id)
         upload_limit = delivery.upload_limit
 
@@ -217,15 +226,41 @@ class DeliveryManager:
             return encode_for_upload(picture, upload_limit)
 
         data, extension = await asyncio.to_thread(encode)
-        filename = f"imagine-{job.id}.{extension}"
+        spoiler = shown is Shown.SPOILER
+        filename = f"{'SPOILER_' if spoiler else ''}imagine-{job.id}.{extension}"
         parent_url = None
         if job.spec.parent_job_id is not None:
             parent = await self._results.delivery(job.spec.parent_job_id)
             if parent is not None and parent.result_message_id and parent.result_channel_id:
                 parent_url = _jump_url(job.spec.guild_id, parent.result_channel_id, parent.result_message_id)
-        embed = presenters.result_embed(job, image_url=f"attachment://{filename}", parent_url=parent_url)
+        image_url = None if spoiler else f"attachment://{filename}"
+        embed = presenters.result_embed(job, image_url=image_url, parent_url=parent_url)
         view = upscale_view(job.id) if job.kind is JobKind.UPSCALE else grid_view(job.id)
         return _Outgoing(embed=embed, view=view, file_data=data, filename=filename)
+
+    def age_restricted(self, channel_id: int) -> bool:
+        """Whether the channel is marked age-restricted (NSFW); a DM or a channel not in the cache is not."""
+        channel = self._client.get_channel(channel_id)
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return bool(is_nsfw()) if callable(is_nsfw) else False
+
+    async def post_released(self, job_id: int) -> discord.Message | None:
+        """Post a result a moderator released (or a re-check cleared) in its channel, as a new message."""
+        job = await self._results.job(job_id)
+        delivery = await self._results.delivery(job_id)
+        if delivery is None:
+            return None
+        outgoing = await self._compose(job, delivery)
+        channel = self._client.get_partial_messageable(delivery.channel_id)
+        posted = await channel.send(
+            content=f"<@{job.user_id}> a moderator released your image:",
+            embed=outgoing.embed,
+            view=outgoing.view or discord.utils.MISSING,
+            files=outgoing.files(),
+            allowed_mentions=discord.AllowedMentions(users=True),
+        )
+        await self._results.record_message(posted.id, posted.channel.id, job.id, None)
+        return posted
 
     async def _send(self, job: Job, delivery: Delivery, outgoing: _Outgoing) -> discord.Message | None:
         mention = f"<@{job.user_id}>"
@@ -292,6 +327,10 @@ class DeliveryManager:
             edit["attachments"] = attachments
         if content is not None:
             edit["content"] = content
+        if delivery.interaction_token is None and delivery.token_expires_at is not None:
+            # An interaction's response whose token was cleared (expired, or done with): only that token
+            # could edit it.
+            raise _NoStatusMessage("the interaction token has expired")
         if delivery.interaction_token is not None:
             if delivery.token_expires_at is None or self._clock.now() >= delivery.token_expires_at:
                 raise _NoStatusMessage("the interaction token has expired")

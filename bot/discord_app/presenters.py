@@ -84,10 +84,13 @@ def progress_embed(job: Job, update: JobUpdate) -> discord.Embed:
     return embed
 
 
-def result_embed(job: Job, *, image_url: str, parent_url: str | None = None) -> discord.Embed:
-    """The finished job with its provenance: everything needed to make the same image again."""
+def result_embed(job: Job, *, image_url: str | None, parent_url: str | None = None) -> discord.Embed:
+    """The finished job with its provenance: everything needed to make the same image again. Without
+    `image_url` (a spoilered result: an embed's image cannot be blurred) the picture is the attachment."""
     params = job.spec.params
     embed = _base(job, DONE_COLOUR)
+    if image_url is None:
+        embed.description = SPOILER_WARNING
     width, height = (
         (params.width * 2, params.height * 2)
         if job.kind is JobKind.UPSCALE
@@ -105,11 +108,12 @@ def result_embed(job: Job, *, image_url: str, parent_url: str | None = None) -> 
     if job.spec.parent_job_id is not None:
         origin = f"job #{job.spec.parent_job_id}"
         embed.add_field(name="From", value=f"[{origin}]({parent_url})" if parent_url else origin)
-    embed.set_image(url=image_url)
+    if image_url is not None:
+        embed.set_image(url=image_url)
     return embed
 
 
-def single_embed(job: Job, index: int, seed: int, *, image_url: str) -> discord.Embed:
+def single_embed(job: Job, index: int, seed: int, *, image_url: str | None) -> discord.Embed:
     embed = result_embed(job, image_url=image_url)
     embed.set_field_at(0, name="Seed", value=str(seed))
     embed.set_footer(text=f"Image {index + 1} of job #{job.id}")
@@ -128,6 +132,19 @@ def cancelled_embed(job: Job) -> discord.Embed:
     embed = _base(job, FAILED_COLOUR)
     embed.description = "🚫 Cancelled."
     return embed
+
+
+def held_embed(job: Job) -> discord.Embed:
+    """A result the server's image check holds back: the member is told, nothing is shown."""
+    embed = _base(job, FAILED_COLOUR)
+    embed.description = (
+        "🛑 The image check flagged this result, so it is held for this server's moderators to review "
+        "(`/imagine-mod safety release`). It doesn't count against your daily quota."
+    )
+    return embed
+
+
+SPOILER_WARNING = "⚠️ The image check flagged this result: it is behind a spoiler. Open it at your discretion."
 
 
 def expired_embed(job: Job) -> discord.Embed:

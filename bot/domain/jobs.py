@@ -161,6 +161,10 @@ class Job:
     removed_at: datetime | None = None
     removed_reason: RemovalReason | None = None
     removed_by: int | None = None
+    # Output safety at delivery: how the result was shown (bot.domain.safety.Shown's value), and when a
+    # moderator released it if it was held.
+    shown: str | None = None
+    released_at: datetime | None = None
 
     @property
     def is_removed(self) -> bool:

@@ -22,15 +22,18 @@ class StoredImage:
     width: int
     height: int
     path: str  # relative to the image folder
+    safety_score: float | None = None  # P(unsafe) from the classifier; None: never scored
 
 
 @dataclass(frozen=True)
 class JobResult:
-    """What a job rendered: its images, in order, and the seed of each."""
+    """What a job rendered: its images, in order, the seed of each, and each one's safety score (P(unsafe)
+    from the classifier; None where no classifier ran)."""
 
     job_id: int
     images: Sequence[Image.Image]
     seeds: Sequence[int]
+    safety_scores: Sequence[float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class GuildSettings:
     max_steps: int | None = None
     buttons_for_everyone: bool = False
     fast_by_default: bool = False  # jobs use the fast model unless a member asks for the full one
+    safety_mode: str | None = None  # bot.domain.safety.SafetyMode's value
+    safety_threshold: float | None = None
     updated_at: datetime | None = None  # None: never set, all defaults
 
 
@@ -102,6 +107,8 @@ class GuildSettingsChanges(TypedDict, total=False):
     max_steps: int | None
     buttons_for_everyone: bool
     fast_by_default: bool
+    safety_mode: str | None
+    safety_threshold: float | None
 
 
 @dataclass(frozen=True)

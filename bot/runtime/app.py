@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from bot.domain.batching import BatchingConfig
 from bot.domain.clock import Clock, SystemClock
 from bot.domain.jobs import ModelKind
-from bot.domain.render import WARM_UP_GUIDANCE, GenerationBackend, WarmUpShape, warm_up
+from bot.domain.render import WARM_UP_GUIDANCE, GenerationBackend, ImageClassifier, WarmUpShape, warm_up
+from bot.domain.safety import SafetyMode, SafetyPolicy
 from bot.domain.warm_up import warm_up_shapes
 from bot.runtime.settings import Settings, SettingsError
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
@@ -17,6 +19,7 @@ from bot.services.imagine import ImagineService
 from bot.services.moderation import ModerationService
 from bot.services.results import ResultService
 from bot.services.retention import RetentionService
+from bot.services.safety import SafetyService
 from bot.store import Stores
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,16 @@ def make_backend(settings: Settings) -> GenerationBackend:
         fast_scheduler=settings.fast_scheduler,
         optimizations=Optimizations.from_settings(settings.optimize, settings.compile, device),
     )
+
+
+def make_classifier(settings: Settings) -> ImageClassifier | None:
+    """The output-safety classifier SAFETY_MODEL names (None when "off"); loaded in the scheduler's thread."""
+    if settings.safety_model.strip().lower() == "off":
+        return None
+    from inference.device import choose_device
+    from inference.safety import make_classifier as make
+
+    return make(settings.safety_model, choose_device(settings.device), threads=settings.safety_threads)
 
 
 def log_batching(settings: Settings, batching: BatchingConfig) -> None:
@@ -115,6 +128,7 @@ class ImagineApp:
     moderation: ModerationService
     results: ResultService
     retention: RetentionService
+    safety: SafetyService
 
     @classmethod
     async def start(
@@ -122,6 +136,7 @@ class ImagineApp:
         settings: Settings,
         *,
         backend: GenerationBackend | None = None,
+        classifier: ImageClassifier | Literal["settings"] | None = "settings",
         clock: Clock | None = None,
         wait_for_model: bool = True,
         render: bool = True,
@@ -160,6 +175,9 @@ class ImagineApp:
             max_attempts=settings.max_attempts,
             shared=shared,
             warm_up=warming,
+            classifier=(make_classifier(settings) if classifier == "settings" else classifier)
+            if render
+            else None,
         )
         try:
             await scheduler.start()
@@ -185,8 +203,16 @@ class ImagineApp:
         )
         moderation = ModerationService(stores.moderation, stores.jobs, scheduler, service)
         results = ResultService(stores.jobs, stores.deliveries, scheduler)
+        safety = SafetyService(
+            stores.jobs,
+            stores.safety,
+            stores.admission,
+            stores.moderation,
+            default=SafetyPolicy(SafetyMode(settings.safety_mode), settings.safety_threshold),
+            classifier=scheduler.classifier,
+        )
         retention = RetentionService(stores.removals, clock, retention_days=settings.image_retention_days)
-        return cls(settings, stores, scheduler, service, moderation, results, retention)
+        return cls(settings, stores, scheduler, service, moderation, results, retention, safety)
 
     async def close(self) -> None:
         await self.scheduler.stop()

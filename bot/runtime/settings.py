@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=4, ge=1)
     daily_quota: int | None = Field(default=50, ge=0)
 
+    # Output safety: every image is scored before it is posted ("off" skips the classifier; a server's
+    # `block` mode then holds every result). SAFETY_MODE and SAFETY_THRESHOLD are the servers' defaults.
+    safety_model: str = "opennsfw"
+    safety_mode: Literal["block", "spoiler", "age-restricted"] = "spoiler"
+    safety_threshold: float = Field(default=0.6, gt=0, le=1)
+    safety_threads: int = Field(default=2, ge=1, le=64)
+
     # Direct messages: off unless the operator allows them, then with limits of their own
     allow_dms: bool = False
     dm_rate_per_minute: float = Field(default=2.0, gt=0)

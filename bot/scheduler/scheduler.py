@@ -25,7 +25,7 @@ from bot.domain.estimates import DurationEstimator
 from bot.domain.events import JobUpdate, QueueInfo
 from bot.domain.jobs import NEEDS_SOURCE_IMAGE, Job, JobState
 from bot.domain.records import Completion, JobResult, Lease
-from bot.domain.render import GenerationBackend, ImageTask, RenderBatch
+from bot.domain.render import GenerationBackend, ImageClassifier, ImageTask, RenderBatch
 from bot.store.errors import DatabaseUnreachable
 from bot.store.jobs import JobStore
 
@@ -108,9 +108,12 @@ class GpuScheduler:
         store_beside_render: bool = True,
         shared: SharedQueue | None = None,
         warm_up: Callable[[], object] | None = None,
+        classifier: ImageClassifier | None = None,
     ) -> None:
         """`warm_up` runs in the GPU thread once the model has loaded and before the scheduler reports
-        ready or takes a batch (the app warms up the shapes it will serve: bot/domain/warm_up.py)."""
+        ready or takes a batch (the app warms up the shapes it will serve: bot/domain/warm_up.py).
+        `classifier` scores every rendered image for output safety before it is stored, in a thread of
+        its own beside the next render (None: images are stored unscored)."""
         self._store = store
         self._backend = backend
         self._clock = clock
@@ -130,6 +133,7 @@ class GpuScheduler:
         self._store_beside_render = store_beside_render
         self._shared = shared
         self._warm_up = warm_up
+        self._classifier = classifier
         self._helpers: list[asyncio.Task[None]] = []  # shared queue: refresh and heartbeat
         self._elsewhere: set[int] = set()  # jobs known here that another process is running
         self._mine: set[int] = set()  # jobs this process claimed and has not finished
@@ -314,6 +318,8 @@ class GpuScheduler:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._backend.load)
+            if self._classifier is not None:
+                await loop.run_in_executor(self._executor, self._classifier.load)
             if self._warm_up is not None:
                 await loop.run_in_executor(self._executor, self._warm_up)
         except Exception as error:
@@ -488,6 +494,23 @@ class GpuScheduler:
             second = await self._render(RenderBatch(batch.key, batch.tasks[half:]), job_ids)
             return first + second
 
+    @property
+    def classifier(self) -> ImageClassifier | None:
+        """The safety classifier this scheduler loads and scores with (None: none)."""
+        return self._classifier
+
+    async def _safety_scores(self, images: Sequence[Image.Image]) -> list[float | None]:
+        """Each image's P(unsafe), in one batched call off the event loop; None for every image when there
+        is no classifier or it failed (the server's safety mode then decides what an unscored image gets)."""
+        if self._classifier is None or not images:
+            return [None] * len(images)
+        try:
+            scores = await asyncio.to_thread(self._classifier.scores, images)
+        except Exception:
+            log.exception("the safety classifier failed; these images are stored unscored")
+            return [None] * len(images)
+        return list(scores)
+
     def _progress(self, step: int, total: int) -> None:
         running = self._running
         if running is None:
@@ -500,11 +523,13 @@ class GpuScheduler:
     async def _complete(
         self, jobs: Sequence[Job], tasks: Sequence[ImageTask], images: Sequence[Image.Image]
     ) -> None:
+        scores = await self._safety_scores(images)
         results = [
             JobResult(
                 job.id,
                 [image for task, image in zip(tasks, images, strict=True) if task.job_id == job.id],
                 [task.seed for task in tasks if task.job_id == job.id],
+                [score for task, score in zip(tasks, scores, strict=True) if task.job_id == job.id],
             )
             for job in jobs
         ]

@@ -13,8 +13,8 @@ from bot.domain.errors import InvalidRequest, NotAllowed
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from bot.domain.moderation import normalize_word
-from bot.domain.requests import refuse_unusable_characters
 from bot.domain.records import GuildSettings, GuildSettingsChanges, ModeratorAction
+from bot.domain.requests import refuse_unusable_characters
 from bot.scheduler.scheduler import GpuScheduler
 from bot.services.imagine import ImagineService, Usage
 from bot.store.jobs import JobStore
@@ -37,32 +37,32 @@ class ModerationService:
         self._service = service
 
     async def show_quota(self, moderator: Requester, user_id: int) -> MemberQuota:
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         member = Requester(user_id=user_id, guild_id=guild_id)
         override = await self._store.get_quota_override(guild_id, user_id)
         return MemberQuota(await self._service.usage(member), override.daily_quota if override else None)
 
     async def set_quota(self, moderator: Requester, user_id: int, daily_quota: int) -> None:
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         _non_negative("quota", daily_quota)
         await self._store.set_quota_override(guild_id, user_id, daily_quota, set_by=moderator.user_id)
         await self._record(moderator, "quota.set", user_id, daily_quota=daily_quota)
 
     async def reset_quota(self, moderator: Requester, user_id: int) -> None:
         """Start the member's count for today again from zero."""
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         await self._store.reset_usage(guild_id, user_id, set_by=moderator.user_id)
         await self._record(moderator, "quota.reset", user_id)
 
     async def set_default_quota(self, moderator: Requester, daily_quota: int) -> None:
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         _non_negative("quota", daily_quota)
         await self._store.update_guild_settings(guild_id, daily_quota=daily_quota)
         await self._record(moderator, "quota.default", None, daily_quota=daily_quota)
 
     async def update_limits(self, moderator: Requester, changes: GuildSettingsChanges) -> GuildSettings:
         """Change some of the guild's limits (None: back to the default). Only the quota may be 0."""
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         if changes.get("fast_by_default") and not self._service.fast_available:
             raise InvalidRequest(
                 "Fast mode isn't set up on this bot (its operator sets FAST_MODEL), "
@@ -81,10 +81,10 @@ class ModerationService:
         return settings
 
     async def limits(self, moderator: Requester) -> GuildSettings:
-        return await self._store.get_guild_settings(_check(moderator))
+        return await self._store.get_guild_settings(check_moderator(moderator))
 
     async def ban(self, moderator: Requester, user_id: int, reason: str) -> None:
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         if user_id == moderator.user_id:
             raise InvalidRequest("You can't ban yourself from the bot.")
         refuse_unusable_characters(reason, field="reason")
@@ -93,7 +93,7 @@ class ModerationService:
         await self._record(moderator, "ban", user_id, reason=reason, cancelled_jobs=cleared)
 
     async def unban(self, moderator: Requester, user_id: int) -> bool:
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         removed = await self._store.unban(guild_id, user_id)
         if removed:
             await self._record(moderator, "unban", user_id)
@@ -101,13 +101,13 @@ class ModerationService:
 
     async def clear_queue(self, moderator: Requester, user_id: int | None) -> int:
         """Cancel the guild's queued jobs (one member's, or everyone's); running jobs finish."""
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         cleared = await self._cancel_jobs(guild_id, user_id, states=[JobState.QUEUED])
         await self._record(moderator, "queue.clear", user_id, cancelled_jobs=cleared)
         return len(cleared)
 
     async def add_blocked_word(self, moderator: Requester, word: str) -> bool:
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         refuse_unusable_characters(word, field="word")
         if not normalize_word(word):
             raise InvalidRequest("Give a word or phrase to block.")
@@ -117,14 +117,14 @@ class ModerationService:
         return added
 
     async def remove_blocked_word(self, moderator: Requester, word: str) -> bool:
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         removed = await self._store.remove_blocked_word(guild_id, word)
         if removed:
             await self._record(moderator, "blocked_words.remove", None, word=normalize_word(word))
         return removed
 
     async def blocked_words(self, moderator: Requester) -> list[str]:
-        return await self._store.blocked_words(_check(moderator))
+        return await self._store.blocked_words(check_moderator(moderator))
 
     async def action_log(
         self,
@@ -136,7 +136,7 @@ class ModerationService:
         limit: int = 10,
     ) -> tuple[list[ModeratorAction], int]:
         """A page of this server's moderation log (newest first) and the number of matching entries."""
-        guild_id = _check(moderator)
+        guild_id = check_moderator(moderator)
         return await self._store.actions(
             guild_id, target_user_id=user_id, action=action, offset=offset, limit=limit
         )
@@ -159,7 +159,8 @@ class ModerationService:
         await self._store.record_action(moderator.guild_id, moderator.user_id, action, target, details)
 
 
-def _check(moderator: Requester) -> int:
+def check_moderator(moderator: Requester) -> int:
+    """The moderator's server; NotAllowed outside a server or for a member without Manage Server."""
     if moderator.guild_id is None:
         raise NotAllowed("Moderator commands only work in a server.")
     if not moderator.is_moderator:

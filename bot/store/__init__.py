@@ -9,6 +9,7 @@ concern, all on one `Database`:
 - `moderation.py`    guild settings, members' own quotas, bans, blocked words, the action log
 - `deliveries.py`    Discord's bookkeeping: status messages and delivered results
 - `retention.py`     removing finished jobs' image files (🗑, IMAGE_RETENTION_DAYS); the rows stay
+- `safety.py`        output safety: each image's score, how each result was shown, a moderator's release
 - `notify.py`        new-job notification between processes (PostgreSQL NOTIFY)
 - `rows.py`          rows to records; `models.py` the tables; `database.py` engines and migrations
 """
@@ -29,6 +30,7 @@ from bot.store.jobs import JobStore
 from bot.store.moderation import ModerationStore
 from bot.store.notify import Announcements
 from bot.store.retention import RemovalStore
+from bot.store.safety import SafetyStore
 from bot.store.unit_of_work import Database, make_image_folder
 
 
@@ -42,6 +44,7 @@ class Stores:
     moderation: ModerationStore
     deliveries: DeliveryStore
     removals: RemovalStore
+    safety: SafetyStore
 
     @classmethod
     async def open(cls, database_url: str, image_dir: Path, clock: Clock) -> Stores:
@@ -64,6 +67,7 @@ class Stores:
             ModerationStore(database, admission),
             DeliveryStore(database),
             RemovalStore(database, images),
+            SafetyStore(database),
         )
 
     async def close(self) -> None:
@@ -88,6 +92,7 @@ __all__ = [
     "JobStore",
     "ModerationStore",
     "RemovalStore",
+    "SafetyStore",
     "StoreUnavailable",
     "Stores",
     "create_engine",

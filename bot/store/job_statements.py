@@ -91,6 +91,7 @@ async def insert_images(
         if len(result.images) != job.spec.image_count:
             # Raising rolls the transaction back: the jobs stay RUNNING.
             raise ValueError(f"job {job.id} makes {job.spec.image_count} images, got {len(result.images)}")
+        scores = result.safety_scores or [None] * len(result.images)
         image_values.extend(
             {
                 "job_id": job.id,
@@ -99,10 +100,11 @@ async def insert_images(
                 "width": image.width,
                 "height": image.height,
                 "path": path,
+                "safety_score": score,
                 "created_at": now,
             }
-            for index, (image, seed, path) in enumerate(
-                zip(result.images, result.seeds, job_paths, strict=True)
+            for index, (image, seed, path, score) in enumerate(
+                zip(result.images, result.seeds, job_paths, scores, strict=True)
             )
         )
     stored: dict[int, list[StoredImage]] = {}
@@ -120,6 +122,7 @@ async def insert_images(
                     width=values["width"],
                     height=values["height"],
                     path=values["path"],
+                    safety_score=values["safety_score"],
                 )
             )
     return stored

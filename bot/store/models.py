@@ -102,6 +102,11 @@ class JobRow(Base):
     removed_at: Mapped[datetime | None]
     removed_reason: Mapped[str | None] = mapped_column(String(16))
     removed_by: Mapped[int | None] = mapped_column(BigInteger)
+    # Output safety at delivery: how the result was shown ("plain" | "spoiler" | "held"), and a
+    # moderator's release of a held one.
+    shown: Mapped[str | None] = mapped_column(String(16))
+    released_by: Mapped[int | None] = mapped_column(BigInteger)
+    released_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_jobs_state_id", "state", "id"),
@@ -122,6 +127,7 @@ class ImageRow(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(String(255))  # relative to the image folder, with forward slashes
+    safety_score: Mapped[float | None] = mapped_column(Float)  # P(unsafe) from the classifier; None: unscored
     created_at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("job_id", "index"),)
@@ -141,6 +147,8 @@ class GuildSettingsRow(Base):
     buttons_for_everyone: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Jobs use the few-step fast model unless a member asks for the full one (`--quality`).
     fast_by_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    safety_mode: Mapped[str | None] = mapped_column(String(16))  # block | spoiler | age-restricted
+    safety_threshold: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime]
 
 

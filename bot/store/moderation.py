@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 
 from bot.domain.moderation import normalize_word
 from bot.domain.records import Ban, GuildSettings, GuildSettingsChanges, ModeratorAction, QuotaOverride
+from bot.domain.safety import SafetyMode
 from bot.store.admission import AdmissionStore, read_blocked_words, read_guild_settings
 from bot.store.models import BanRow, BlockedWordRow, GuildSettingsRow, ModeratorActionRow, QuotaOverrideRow
 from bot.store.rows import action_from_row, ban_from_row, override_from_row, settings_from_row
@@ -22,6 +23,7 @@ MAX_WORD_CHARS = 100
 
 _SETTING_NAMES = frozenset(GuildSettingsChanges.__annotations__)
 _SWITCH_NAMES = frozenset({"buttons_for_everyone", "fast_by_default"})
+_SAFETY_MODES = frozenset(mode.value for mode in SafetyMode)
 
 
 class ModerationStore:
@@ -47,6 +49,12 @@ class ModerationStore:
         for name, value in values.items():
             if name in _SWITCH_NAMES:
                 values[name] = bool(value)
+            elif name == "safety_mode":
+                if value is not None and value not in _SAFETY_MODES:
+                    raise ValueError(f"safety_mode must be one of {sorted(_SAFETY_MODES)}; got {value!r}")
+            elif name == "safety_threshold":
+                if value is not None and not (isinstance(value, float | int) and 0 < value <= 1):
+                    raise ValueError(f"safety_threshold must be over 0 and at most 1, or None; got {value!r}")
             elif value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"{name} must be a whole number of at least 0, or None; got {value!r}")
         if not values:

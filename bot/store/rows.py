@@ -55,6 +55,8 @@ def job_from_row(row: JobRow | Row[Any]) -> Job:
         removed_at=row.removed_at,
         removed_reason=RemovalReason(row.removed_reason) if row.removed_reason else None,
         removed_by=row.removed_by,
+        shown=row.shown,
+        released_at=row.released_at,
     )
 
 
@@ -67,6 +69,7 @@ def image_from_row(row: ImageRow) -> StoredImage:
         width=row.width,
         height=row.height,
         path=row.path,
+        safety_score=row.safety_score,
     )
 
 
@@ -80,6 +83,8 @@ def settings_from_row(row: GuildSettingsRow) -> GuildSettings:
         max_steps=row.max_steps,
         buttons_for_everyone=row.buttons_for_everyone,
         fast_by_default=row.fast_by_default,
+        safety_mode=row.safety_mode,
+        safety_threshold=row.safety_threshold,
         updated_at=row.updated_at,
     )
 

@@ -35,13 +35,16 @@ class Harness:
     mod: int
     app: ImagineApp | None = None
     bot: ImagineBot | None = None
+    # The output-safety classifier: "settings" builds SAFETY_MODEL's (the bundled open_nsfw); tests that
+    # need flagged images give a fake one.
+    classifier: Any = "settings"
     _runs: list[Any] = field(default_factory=list)
 
     @asynccontextmanager
     async def running(self, *, everywhere: bool = False) -> AsyncIterator[ImagineBot]:
         """The bot connected to the fake, with commands synced to the test guild (`everywhere`: synced
         globally, as a bot in several servers runs)."""
-        app = await ImagineApp.start(self.settings, backend=self.backend)
+        app = await ImagineApp.start(self.settings, backend=self.backend, classifier=self.classifier)
         bot = ImagineBot(app, guild_id=None if everywhere else self.guild, edit_interval=0.2)
         self.app, self.bot = app, bot
         try:
@@ -81,14 +84,14 @@ class Harness:
         return delivery is not None and delivery.delivered_at is not None
 
     async def finished_message(self, handle: InteractionHandle, timeout: float = 30.0) -> FakeMessage:  # noqa: ASYNC109
-        """The original response once its status is final (result, failure or cancellation)."""
+        """The original response once its status is final (result, failure, cancellation or held)."""
         await handle.wait_response()
 
         def final(m: FakeMessage) -> bool:
             if m.id != handle.original_message_id or not m.embeds:
                 return False
             description = m.embeds[0].get("description") or ""
-            return bool(m.attachments) or description.startswith(("❌", "🚫"))
+            return bool(m.attachments) or description.startswith(("❌", "🚫", "🛑"))
 
         return await self.fake.wait_for_message(final, timeout)
 

@@ -14,7 +14,7 @@ from tests.discord.conftest import Harness, gated
 from tests.store.factories import action_log
 
 MODERATOR_GROUP = "imagine-mod"  # every moderator command is under it, apart from the server's own /ban
-MODERATOR_COMMANDS = ("quota", "limits", "ban", "unban", "queue", "blocked-words", "log")
+MODERATOR_COMMANDS = ("quota", "limits", "ban", "unban", "queue", "blocked-words", "safety", "log")
 MEMBER_COMMANDS = ("imagine", "queue", "cancel", "usage")
 MANAGE_SERVER = str(0x20)
 REFUSED = "Only moderators (Manage Server) can do that."

@@ -20,6 +20,7 @@ from bot.domain.jobs import Job
 from bot.domain.members import Requester
 from bot.domain.params import ASPECT_CHOICES, MAX_SEED
 from bot.domain.refusals import RefusalReplies, Reply
+from bot.domain.safety import Shown
 from bot.services.imagine import ImagineService
 from bot.utils.imaging import encode_for_upload
 
@@ -142,12 +143,22 @@ class ImagineCog(commands.Cog):
     async def show_single(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None:
         requester = requester_of(interaction)
         job, image = await self.service.image_for(requester, job_id, index)
+        age_restricted = self.bot.delivery.age_restricted(interaction.channel_id or 0)
+        shown = await self.bot.app.safety.shown(
+            job, [image.safety_score], age_restricted_channel=age_restricted
+        )
+        if shown is Shown.HELD:
+            raise InvalidRequest(
+                "The image check flagged this image; it is held for the moderators to review."
+            )
         await interaction.response.defer(thinking=True)
         picture = await self.bot.app.results.image(image.id)
         limit = getattr(interaction, "filesize_limit", None) or DEFAULT_UPLOAD_LIMIT
         data, extension = await asyncio.to_thread(encode_for_upload, picture, limit)
-        filename = f"imagine-{job.id}-{index + 1}.{extension}"
-        embed = presenters.single_embed(job, index, image.seed, image_url=f"attachment://{filename}")
+        spoiler = shown is Shown.SPOILER
+        filename = f"{'SPOILER_' if spoiler else ''}imagine-{job.id}-{index + 1}.{extension}"
+        image_url = None if spoiler else f"attachment://{filename}"
+        embed = presenters.single_embed(job, index, image.seed, image_url=image_url)
         message = await interaction.edit_original_response(
             embed=embed,
             attachments=[discord.File(io.BytesIO(data), filename=filename)],

@@ -12,6 +12,7 @@ from discord.ext import commands
 from bot.discord_app import presenters
 from bot.discord_app.cogs.imagine import requester_of
 from bot.domain.records import GuildSettingsChanges
+from bot.domain.safety import SafetyMode, Shown
 from bot.services.moderation import ModerationService
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ LOGGED_ACTIONS = (
     "blocked_words.add",
     "blocked_words.remove",
     "result.delete",
+    "result.release",
+    "result.recheck",
+    "safety.update",
 )
 
 
@@ -195,6 +199,60 @@ class ModerationCog(
     async def blocked_list(self, interaction: discord.Interaction[Any]) -> None:
         words = await self.moderation.blocked_words(requester_of(interaction))
         text = ", ".join(f"“{word}”" for word in words) if words else "No words are blocked."
+        await self._reply(interaction, text)
+
+    # -- /imagine-mod safety ------------------------------------------------------------------------------
+
+    safety = app_commands.Group(name="safety", description="The image check on every result")
+
+    @safety.command(name="set", description="Show or change how flagged images are shown here")
+    @app_commands.describe(
+        mode="block: hold for review; spoiler: blur; age-restricted: shown in NSFW channels, else blurred",
+        threshold="How sure the check must be to flag an image, from 0.01 to 1 (default 0.6)",
+    )
+    @app_commands.choices(
+        mode=[app_commands.Choice(name=mode.value, value=mode.value) for mode in SafetyMode]
+    )
+    async def safety_set(
+        self,
+        interaction: discord.Interaction[Any],
+        mode: app_commands.Choice[str] | None = None,
+        threshold: app_commands.Range[float, 0.01, 1.0] | None = None,
+    ) -> None:
+        policy = await self.bot.app.safety.change_policy(
+            requester_of(interaction), SafetyMode(mode.value) if mode else None, threshold
+        )
+        updated = " (updated)" if mode or threshold else ""
+        await self._reply(
+            interaction,
+            f"**Image check on this server**{updated}\nFlagged images: {policy.mode.value}\n"
+            f"Threshold: {policy.threshold:g}",
+        )
+
+    @safety.command(name="release", description="Show a result the image check held back")
+    @app_commands.describe(job="The job number shown on the held result")
+    async def safety_release(
+        self, interaction: discord.Interaction[Any], job: app_commands.Range[int, 1, 2**31 - 1]
+    ) -> None:
+        await self.bot.app.safety.release(requester_of(interaction), job)
+        await self._reply(interaction, f"Released job #{job}; posting it now.")
+        await self.bot.delivery.post_released(job)
+
+    @safety.command(name="recheck", description="Run the image check on a result again")
+    @app_commands.describe(job="The job number shown on the result")
+    async def safety_recheck(
+        self, interaction: discord.Interaction[Any], job: app_commands.Range[int, 1, 2**31 - 1]
+    ) -> None:
+        checked, scores = await self.bot.app.safety.recheck(requester_of(interaction), job)
+        age_restricted = self.bot.delivery.age_restricted(interaction.channel_id or 0)
+        shown = await self.bot.app.safety.shown(checked, scores, age_restricted_channel=age_restricted)
+        listed = ", ".join("unscored" if score is None else f"{score:.2f}" for score in scores)
+        text = f"Job #{job}: scores {listed}; it would be shown {shown.value} here."
+        if checked.shown == Shown.HELD.value and shown is not Shown.HELD:
+            text += " It was held; posting it now."
+            await self._reply(interaction, text)
+            await self.bot.delivery.post_released(job)
+            return
         await self._reply(interaction, text)
 
     # -- /imagine-mod log --------------------------------------------------------------------------------
