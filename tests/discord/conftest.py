@@ -96,6 +96,16 @@ class Harness:
         return await self.fake.wait_for_message(final, timeout)
 
 
+async def refusal(handle: InteractionHandle) -> str:
+    """Why a request was refused: answered at once and to the member alone; nothing public is left."""
+    response = await handle.wait_response()
+    assert response.accepted, response
+    assert (response.type, response.ephemeral) == (4, True), response
+    await asyncio.sleep(0.05)  # a public "thinking…" message or a second answer would be here by now
+    assert [m.ephemeral for m in handle.messages] == [True]
+    return str(response.data["content"])
+
+
 def custom_ids(message: FakeMessage) -> list[str]:
     return [c["custom_id"] for row in message.components for c in row["components"] if "custom_id" in c]
 

@@ -4,7 +4,6 @@ docs/hostile-inputs.md lists each input with the test that shows it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fake_discord import InteractionHandle
-from tests.discord.conftest import Harness
+from tests.discord.conftest import Harness, refusal
 
 BLOCKED = "Your prompt contains “{}”, which isn't allowed on this server."
 NUL_IN_PROMPT = (
@@ -31,16 +30,6 @@ async def block_word(harness: Harness, word: str) -> str:
     response = await handle.wait_response()
     assert response.accepted, response
     assert (response.type, response.ephemeral) == (4, True), response
-    return str(response.data["content"])
-
-
-async def refusal(handle: InteractionHandle) -> str:
-    """Why a request was refused: answered at once and to the member alone; nothing public is left."""
-    response = await handle.wait_response()
-    assert response.accepted, response
-    assert (response.type, response.ephemeral) == (4, True), response
-    await asyncio.sleep(0.05)  # a public "thinking…" message or a second answer would be here by now
-    assert [m.ephemeral for m in handle.messages] == [True]
     return str(response.data["content"])
 
 

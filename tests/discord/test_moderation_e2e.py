@@ -10,7 +10,7 @@ import pytest
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from fake_discord import FakeMessage, InteractionHandle
-from tests.discord.conftest import Harness, gated
+from tests.discord.conftest import Harness, gated, refusal
 from tests.store.factories import action_log
 
 MODERATOR_GROUP = "imagine-mod"  # every moderator command is under it, apart from the server's own /ban
@@ -68,12 +68,7 @@ class Scene:
 
     async def refusal(self, handle: InteractionHandle) -> str:
         """Why a request was refused: answered at once and to the member alone; nothing public is left."""
-        response = await handle.wait_response()
-        assert response.accepted, response
-        assert (response.type, response.ephemeral) == (4, True), response
-        await asyncio.sleep(0.05)  # a public "thinking…" message or a second answer would be here by now
-        assert [m.ephemeral for m in handle.messages] == [True]
-        return str(response.data["content"])
+        return await refusal(handle)
 
     async def queued(self, handle: InteractionHandle) -> int:
         """The id of the job a deferred request made, once its status message names it."""
