@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -35,12 +35,13 @@ class ImageFiles:
         """Write the image as PNG and return its path relative to the root.
 
         The file appears whole or not at all: it is written to a temporary file in the same folder and
-        renamed over the target.
+        renamed over the target. Its mode follows the process's umask (0644 under the usual 022), so
+        another account may read a shared IMAGE_DIR as it reads any file this user makes.
         """
         relative = self.relative_path(job_id, index)
         target = self._resolve(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        handle, temp_name = _create_temporary(target)
         try:
             with os.fdopen(handle, "wb") as file:
                 # Level 1 encodes a 1024² image about 3× faster than the default 6 for files about 40%
@@ -111,3 +112,20 @@ class ImageFiles:
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise ValueError(f"image path {path!r} is not inside the image folder")
         return self.root.joinpath(*relative.parts)
+
+
+def _create_temporary(target: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside `target`, open for writing: (descriptor, name).
+
+    Unlike tempfile.mkstemp (always 0600), the file is created with mode 0666 and the kernel applies the
+    umask, as for any file the process opens: no need to read the umask, which Python can only do by
+    changing it. O_EXCL makes the name ours alone, as in mkstemp.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {target}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,28 @@ def test_usage_and_remove_measured(tmp_path: Path) -> None:
     assert not (tmp_path / paths[0]).parent.exists()
     assert (tmp_path / other).exists()
     assert files.remove_measured(paths) == (0, 0)
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], None]]:
+    """Set the process's umask for one test; the old one comes back afterwards."""
+    old = os.umask(0o022)
+    try:
+        yield lambda mask: os.umask(mask)
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_saved_files_follow_the_umask(
+    tmp_path: Path, umask: Callable[[int], None], mask: int, mode: int
+) -> None:
+    """A PNG is created as any file the process writes: 0666 less the umask (0644 under the usual 022),
+    so another account can read a shared IMAGE_DIR; never mkstemp's 0600. An overwrite gets it too."""
+    umask(mask)
+    files = ImageFiles(tmp_path)
+    path = files.save(3, 0, Image.new("RGB", (4, 4)))
+    assert stat.S_IMODE((tmp_path / path).stat().st_mode) == mode
+    files.save(3, 0, Image.new("RGB", (4, 4), (1, 2, 3)))
+    assert stat.S_IMODE((tmp_path / path).stat().st_mode) == mode
+    assert [p.name for p in (tmp_path / path).parent.iterdir()] == ["0.png"]
