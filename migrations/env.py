@@ -22,10 +22,12 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 
-# The CLI does not put the repository on sys.path; the bot (already importing `bot`) does not need this.
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+# The `alembic` command in a source checkout does not put the repository on sys.path. The bot (already
+# importing `bot`) does not need this, nor does an installed wheel, where this file is bot/migrations/env.py
+# and the folder two levels up is the `bot` package itself, which must never go on sys.path.
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+if (_REPO_ROOT / "bot" / "__init__.py").is_file() and str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
 
 from bot.store.database import DEFAULT_DATABASE_URL, create_migration_engine  # noqa: E402
 from bot.store.models import Base, UTCDateTime  # noqa: E402

@@ -30,8 +30,18 @@ import bot
 from bot.store.errors import StoreUnavailable
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/imagine.db"
-# Found from the package, so the bot can be started from any working directory.
-MIGRATIONS_DIR = Path(bot.__file__).resolve().parent.parent / "migrations"
+
+# Where the Alembic migrations may be, found from the package so that any working directory works: inside
+# the installed package (the wheel ships the repository's `migrations/` as `bot/migrations`: setup.py),
+# else beside the package in a source checkout. The installed place comes first, so a `migrations` folder
+# of another project's beside site-packages' `bot` is never taken for ours.
+MIGRATIONS_CANDIDATES = (
+    Path(bot.__file__).resolve().parent / "migrations",
+    Path(bot.__file__).resolve().parent.parent / "migrations",
+)
+MIGRATIONS_DIR = next(
+    (folder for folder in MIGRATIONS_CANDIDATES if (folder / "env.py").is_file()), MIGRATIONS_CANDIDATES[-1]
+)
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # Execution option for units of work that only read: on SQLite they start with a plain (deferred) BEGIN.
 READ_ONLY = "imagine_read_only"
@@ -117,7 +127,10 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config for this project's migrations, independent of the working directory."""
     if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise StoreUnavailable(f"The database migrations are missing: expected them in {MIGRATIONS_DIR}.")
+        raise StoreUnavailable(
+            "The database migrations are missing: expected them in "
+            f"{' or '.join(str(folder) for folder in MIGRATIONS_CANDIDATES)}; reinstall imagine-bot."
+        )
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
