@@ -1,12 +1,11 @@
 """The `imagine-bot` command: run the bot, migrate, generate locally, check the setup, prune old images,
-make a tiny model, benchmark the renderer."""
+back up and restore, make a tiny model, benchmark the renderer."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from bot.domain.errors import ImagineError
 from bot.domain.events import JobUpdate
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
-from bot.domain.requests import refuse_unusable_characters
+from bot.domain.params import GenerationLimits
+from bot.domain.requests import request_from_text
 from bot.runtime.logs import configure_logging
 from bot.runtime.settings import Settings, SettingsError, load_settings
 from bot.store.database import describe_url
@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generate": _generate,
         "doctor": _doctor,
         "prune": _prune,
+        "backup": _backup,
+        "restore": _restore,
     }
     try:
         return asyncio.run(handlers[args.command](settings, args))
@@ -59,29 +61,77 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagine-bot", description=__doc__)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit"
+    )
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="one of these (`imagine-bot COMMAND --help` for its options):"
+    )
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=description)
+
+    run = command(
+        "run",
+        "run the Discord bot (needs DISCORD_TOKEN)",
+        "Run the Discord bot: it migrates the database, loads the model and renders the jobs itself, "
+        "unless --no-worker. Needs DISCORD_TOKEN; every setting is an environment variable (.env.example).",
+    )
     run.add_argument(
         "--no-worker",
         action="store_true",
         help="only the Discord side: `imagine-bot worker` processes render (needs PostgreSQL)",
     )
-    commands.add_parser(
-        "worker", help="render jobs from the shared queue, without Discord (needs PostgreSQL)"
+    command(
+        "worker",
+        "render jobs from the shared queue, without Discord (needs PostgreSQL)",
+        "Render jobs from the queue that every process shares on PostgreSQL, without Discord: start any "
+        "number beside one `imagine-bot run --no-worker`. Give each a unique WORKER_NAME.",
     )
-    commands.add_parser("migrate", help="upgrade the database to the newest schema")
-    generate = commands.add_parser("generate", help="make one 2×2 grid locally, without Discord")
+    command(
+        "migrate",
+        "upgrade the database to the newest schema",
+        "Upgrade the database at DATABASE_URL to the newest schema (the bot also does this at start). "
+        "A SQLite file that does not exist is created.",
+    )
+    generate = command(
+        "generate",
+        "make one 2×2 grid locally, without Discord",
+        "Make one 2×2 grid locally, through the same store and scheduler the bot uses, and write the grid "
+        "and its four images. The prompt is checked before the model loads.",
+    )
     generate.add_argument("prompt", help='the prompt, flags included: "a lighthouse --ar 3:2 --seed 7"')
     generate.add_argument(
         "--out", type=Path, default=Path("out"), help="folder for the images (default: out)"
     )
     generate.add_argument("--negative", help="what to keep out of the image")
-    generate.add_argument("--seed", type=int)
-    generate.add_argument("--steps", type=int)
-    generate.add_argument("--guidance", type=float)
-    commands.add_parser("doctor", help="report settings, database, device and whether the model loads")
-    prune = commands.add_parser(
-        "prune", help="delete the image files of jobs older than IMAGE_RETENTION_DAYS (the jobs stay)"
+    generate.add_argument(
+        "--seed", type=int, help="seed of the first image; the others use seed+1… (0–4294967295)"
+    )
+    generate.add_argument(
+        "--steps", type=int, help="denoising steps (default: DEFAULT_STEPS; at most MAX_STEPS)"
+    )
+    generate.add_argument(
+        "--guidance", type=float, help="classifier-free guidance (default: DEFAULT_GUIDANCE)"
+    )
+    doctor = command(
+        "doctor",
+        "check the setup: settings, database, IMAGE_DIR, token, model, device; changes nothing",
+        "Check the setup and change nothing: the settings (secrets hidden), the database and its "
+        "migrations (none run), IMAGE_DIR writable and its free disk, the token with Discord, the model "
+        "(found, not downloaded), the device and dtype. Each finding is ok, a warning or a failure with "
+        "what to do; any failure exits 1.",
+    )
+    doctor.add_argument(
+        "--load-model",
+        action="store_true",
+        help="also load the model, as the bot does (minutes for SDXL; downloads a hub model not yet cached)",
+    )
+    prune = command(
+        "prune",
+        "delete the image files of jobs older than IMAGE_RETENTION_DAYS (the jobs stay)",
+        "Delete the image files of jobs that finished more than IMAGE_RETENTION_DAYS days ago and mark "
+        "the jobs expired; the jobs stay. Safe beside a running bot.",
     )
     prune.add_argument("--dry-run", action="store_true", help="only say what would be freed; delete nothing")
     prune.add_argument(
@@ -89,10 +139,37 @@ def _parser() -> argparse.ArgumentParser:
         type=_days,
         help="jobs that finished more than this many days ago (default: IMAGE_RETENTION_DAYS; 0: all)",
     )
-    tiny = commands.add_parser("make-tiny-model", help="write a tiny random-weight SDXL pipeline folder")
+    backup = command(
+        "backup",
+        "copy the database (SQLite) and the images into a new folder",
+        "Write a backup into DIR (new or empty): a consistent copy of the SQLite database, safe while the "
+        "bot runs, and the image files. On PostgreSQL it copies the images and prints the pg_dump command "
+        "for the database.",
+    )
+    backup.add_argument("dir", type=Path, help="the folder to write the backup into (new or empty)")
+    restore = command(
+        "restore",
+        "put a backup's database and images back",
+        "Restore a backup written by `imagine-bot backup`: the database (SQLite; the pg_restore command "
+        "on PostgreSQL) and the image files. Stop the bot first. It refuses to overwrite a database or "
+        "image folder that holds anything, unless --force.",
+    )
+    restore.add_argument("dir", type=Path, help="the backup folder")
+    restore.add_argument(
+        "--force", action="store_true", help="overwrite the database and image files that are there"
+    )
+    tiny = command(
+        "make-tiny-model",
+        "write a tiny random-weight SDXL pipeline folder",
+        "Write a tiny random-weight SDXL pipeline folder (64 px, renders in a second on a CPU) that "
+        "MODEL=PATH loads, with a tiny fast UNet and LoRA beside it: for trying the bot without a GPU.",
+    )
     tiny.add_argument("path", help="folder to write; then run with MODEL=<folder>")
-    bench = commands.add_parser(
-        "bench", help="images/s of the optimized renderer against plain diffusers, measured in one run"
+    bench = command(
+        "bench",
+        "images/s of the optimized renderer against plain diffusers, measured in one run",
+        "Measure images/s of the optimized renderer against plain diffusers in one run, per batch size "
+        "and image size; --profile-out writes the batch profile the bot reads at start.",
     )
     bench.add_argument(
         "--model",
@@ -219,13 +296,18 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    # The prompt's characters are checked before the model loads. Bytes that are not UTF-8 reach Python as
-    # lone surrogates (surrogateescape), which this refuses in one line; the full request is validated by
-    # the service below.
+    # Everything that can be refused is refused before the model loads (seconds to minutes), in one line:
+    # an --out that is a file, and the whole request (characters, flags, aspect, steps, guidance, seed)
+    # against the settings' limits. Bytes that are not UTF-8 reach Python as lone surrogates
+    # (surrogateescape), which request_from_text refuses too. The service checks the request again.
+    blocking = _file_in_the_way(args.out)
+    if blocking is not None:
+        where = "" if blocking == args.out else f": {blocking}"
+        message = f"--out {args.out}{where} is a file: give a folder for the images."
+        console.print(message, style="red", markup=False, soft_wrap=True)
+        return 2
     try:
-        refuse_unusable_characters(args.prompt, field="prompt")
-        if args.negative is not None:
-            refuse_unusable_characters(args.negative, field="negative")
+        _check_request(settings, args)
     except ImagineError as error:
         console.print(str(error), style="red", markup=False, soft_wrap=True)
         return 2
@@ -288,6 +370,28 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         await app.close()
 
 
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The file that keeps `folder` from being made: itself, or the nearest existing parent of it."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
+def _check_request(settings: Settings, args: argparse.Namespace) -> None:
+    """Validate the request as the service will, before any model is loaded. The model's native size is
+    not known yet, so sizes are reckoned at BASE_RESOLUTION or SDXL's 1024 px: only the size chosen
+    depends on it, never whether a request is accepted."""
+    native = settings.base_resolution or GenerationLimits().base_resolution
+    request_from_text(
+        args.prompt,
+        limits=settings.generation_limits(native),
+        fast_limits=settings.fast_generation_limits(native),
+        negative=args.negative,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+    )
+
+
 def _days(text: str) -> int:
     try:
         days = int(text)
@@ -346,52 +450,31 @@ def _size_words(size: int) -> str:
 
 
 async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.store.database import migrate
+    from bot.entrypoints.doctor import run_doctor
 
-    table = Table("check", "result", title="imagine-bot doctor")
-    healthy = True
-    token = settings.discord_token
-    table.add_row(
-        "DISCORD_TOKEN", "set" if token and token.get_secret_value() else "[yellow]not set[/yellow]"
-    )
-    table.add_row("DATABASE_URL", describe_url(settings.database_url))
-    table.add_row("MODEL", settings.model)
-    table.add_row(
-        "FAST_MODEL",
-        f"{settings.fast_model} ({settings.fast_scheduler}, {settings.fast_steps} steps)"
-        if settings.fast_model
-        else "not set: no fast mode",
-    )
-    try:
-        await migrate(settings.database_url)
-        table.add_row("database", "reachable, schema up to date")
-    except Exception as error:
-        healthy = False
-        table.add_row("database", f"[red]{error}[/red]")
-    try:
-        from inference.device import choose_device, choose_dtype
+    return await run_doctor(settings, console, load_model=args.load_model)
 
-        device = choose_device(settings.device)
-        table.add_row(
-            "device", f"{device}, {str(choose_dtype(settings.dtype, device)).removeprefix('torch.')}"
-        )
-    except Exception as error:
-        healthy = False
-        table.add_row("device", f"[red]{error}[/red]")
-    try:
-        from bot.runtime.app import make_backend
 
-        started = time.perf_counter()
-        backend = make_backend(settings)
-        await asyncio.to_thread(backend.load)
-        table.add_row(
-            "model", f"loads in {time.perf_counter() - started:.1f} s, {backend.native_resolution} px"
-        )
-    except Exception as error:
-        healthy = False
-        table.add_row("model", f"[red]does not load: {error}[/red]")
-    Console().print(table)
-    return 0 if healthy else 1
+async def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.entrypoints.backup import backup
+
+    return await backup(settings, args.dir, console, version=_version())
+
+
+async def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.entrypoints.backup import restore
+
+    return await restore(settings, args.dir, console, force=args.force)
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml's, when installed from this checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("imagine-bot")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":
