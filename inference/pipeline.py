@@ -26,6 +26,7 @@ from bot.domain.render import ImageTask, RenderBatch, StepCallback
 from inference.device import choose_device, choose_dtype
 from inference.fast import FAST_SCHEDULERS, load_fast_unet, make_fast_scheduler
 from inference.optimize import Optimizations, apply, apply_to_unet
+from inference.quiet import quiet_model_libraries
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class DiffusersBackend:
         return self._txt2img is not None
 
     def load(self) -> None:
+        quiet_model_libraries()
         with self._load_lock:
             if self._txt2img is not None:
                 return

@@ -147,7 +147,9 @@ class TransformersClassifier:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         from inference.device import choose_device
+        from inference.quiet import quiet_model_libraries
 
+        quiet_model_libraries()
         self._device = choose_device(self.requested_device)
         source = Path(self.model_name).expanduser()
         if source.exists():

@@ -30,7 +30,7 @@ import discord
 from bot.discord_app import presenters
 from bot.discord_app.components import cancel_view, grid_view, upscale_view
 from bot.domain.clock import Clock
-from bot.domain.events import JobUpdate
+from bot.domain.events import JobUpdate, job_fields, seconds_between
 from bot.domain.jobs import Job, JobKind, JobState, RemovalReason
 from bot.domain.records import Delivery, DeliveryTarget
 from bot.domain.safety import Shown
@@ -200,6 +200,17 @@ class DeliveryManager:
                 channel_id=delivered.channel.id if delivered else None,
                 message_id=delivered.id if delivered else None,
             )
+            if delivered is not None:
+                log.info(
+                    "job delivered",
+                    extra={
+                        **job_fields(job),
+                        "state": job.state.value,
+                        "channel": delivered.channel.id,
+                        "message_id": delivered.id,
+                        "since_done": seconds_between(job.finished_at, self._clock.now()),
+                    },
+                )
             if delivered is not None and self.on_delivered is not None:
                 self.on_delivered(job_id)
             self._last_edit.pop(job_id, None)

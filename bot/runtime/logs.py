@@ -3,6 +3,13 @@
 Secrets never reach a log line: the bot token (given as `secrets`), interaction and webhook tokens in
 Discord URLs, and anything shaped like a bot token are replaced with `***` in messages, extra fields and
 exception text alike (`RedactSecrets` for structlog, `RedactingFilter` for any stdlib handler).
+
+Each job's transitions are INFO lines whose fields (job, guild, member, kind, model, size, steps, batch,
+queue_wait, render_time…) are passed as `extra=` and rendered as key=value, or as JSON keys with
+`LOG_JSON=true`. An exception nobody caught, in the main thread or another, is one CRITICAL record
+("fatal error") with its traceback, in the same format. Library noise stays out: discord.py's warnings
+that voice is unsupported, and the model libraries' chatter below ERROR (inference/quiet.py also turns
+off their progress bars once they are imported); `LOG_LEVEL=DEBUG` shows the model libraries' warnings.
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable, MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -84,6 +93,52 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# discord.py warns at every start that voice needs PyNaCl and davey; the bot never uses voice.
+VOICE_WARNINGS = ("PyNaCl is not installed", "davey is not installed")
+# Libraries that chatter at INFO; their warnings still come through.
+CHATTY_LIBRARIES = ("httpx", "urllib3", "filelock", "alembic.runtime.migration")
+# The model libraries warn about things an operator cannot act on (deprecations, unused weights): only
+# their errors come through, unless LOG_LEVEL=DEBUG.
+MODEL_LIBRARIES = ("diffusers", "transformers", "huggingface_hub", "accelerate", "peft")
+
+
+class DropMessages(logging.Filter):
+    """Drops records whose message starts with one of the given texts."""
+
+    def __init__(self, starts: Iterable[str]) -> None:
+        super().__init__()
+        self._starts = tuple(starts)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self._starts)
+
+
+_VOICE_FILTER = DropMessages(VOICE_WARNINGS)
+_fatal_log = logging.getLogger("bot.fatal")
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+    """sys.excepthook: an exception that ends the program, logged as one structured CRITICAL record."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    _fatal_log.critical("fatal error: %s", error, exc_info=(kind, error, traceback))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    """threading.excepthook: the same for a thread that died of an exception."""
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    _fatal_log.critical(
+        "thread %s failed: %s",
+        thread,
+        args.exc_value,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"thread_name": thread},
+    )
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False, secrets: Iterable[str] = ()) -> None:
     redactor = Redactor(secrets)
     shared: list[structlog.types.Processor] = [
@@ -111,9 +166,14 @@ def configure_logging(level: str = "INFO", *, json: bool = False, secrets: Itera
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Libraries that chatter at INFO; their warnings still come through.
-    for noisy in ("httpx", "urllib3", "filelock", "alembic.runtime.migration"):
+    for noisy in CHATTY_LIBRARIES:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    model_level = logging.WARNING if root.getEffectiveLevel() <= logging.DEBUG else logging.ERROR
+    for library in MODEL_LIBRARIES:
+        logging.getLogger(library).setLevel(model_level)
+    logging.getLogger("discord.client").addFilter(_VOICE_FILTER)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -22,7 +22,7 @@ from bot.domain.batching import Batch, BatchingConfig, FairBatchPolicy, QueueEnt
 from bot.domain.clock import Clock
 from bot.domain.errors import BackendOutOfMemory, GenerationInterrupted
 from bot.domain.estimates import DurationEstimator
-from bot.domain.events import JobUpdate, QueueInfo
+from bot.domain.events import JobUpdate, QueueInfo, job_fields, seconds_between
 from bot.domain.jobs import NEEDS_SOURCE_IMAGE, Job, JobState
 from bot.domain.records import Completion, JobResult, Lease
 from bot.domain.render import GenerationBackend, ImageClassifier, ImageTask, RenderBatch
@@ -170,7 +170,8 @@ class GpuScheduler:
         )
         for job_id in report.failed:
             job = await self._store.get_job(job_id)
-            self._emit(JobUpdate(job_id, job.state, error=job.error))
+            _log_job("job failed", job, error=job.error, attempts=job.attempts)
+            self._emit(JobUpdate(job_id, job.state, error=job.error, job=job))
             self._resolve(job)
         if report.requeued:
             log.info("requeued %d interrupted jobs", len(report.requeued))
@@ -234,7 +235,8 @@ class GpuScheduler:
     def submit(self, job: Job) -> None:
         """Queue a job that is already stored as QUEUED."""
         self._enqueue(job)
-        self._emit(JobUpdate(job.id, JobState.QUEUED))
+        _log_job("job queued", job, queue_length=len(self._policy))
+        self._emit(JobUpdate(job.id, JobState.QUEUED, job=job))
         self._wake.set()
 
     async def cancel(self, job_id: int) -> Job:
@@ -246,7 +248,8 @@ class GpuScheduler:
         if self._running is not None and job_id in self._running.batch.job_ids:
             # The worker thread sees this at its next step and stops once the whole batch is cancelled.
             self._cancel_requested.add(job_id)
-        self._emit(JobUpdate(job_id, JobState.CANCELLED))
+        _log_job("job cancelled", job)
+        self._emit(JobUpdate(job_id, JobState.CANCELLED, job=job))
         self._resolve(job)
         self._wake.set()
         return job
@@ -396,7 +399,15 @@ class GpuScheduler:
         started = self._clock.monotonic()
         self._running = _Running(batch, started, self._estimator.estimate(batch.key, len(tasks)))
         for job in jobs:
-            self._emit(JobUpdate(job.id, JobState.RUNNING))
+            _log_job(
+                "job started",
+                job,
+                batch=len(tasks),
+                queue_wait=seconds_between(job.created_at, job.started_at),
+                attempt=job.attempts,
+                worker=self._shared.worker if self._shared is not None else None,
+            )
+            self._emit(JobUpdate(job.id, JobState.RUNNING, job=job))
         try:
             images = await self._render_in_budget(RenderBatch(batch.key, tasks), [job.id for job in jobs])
         except GenerationInterrupted:
@@ -564,7 +575,15 @@ class GpuScheduler:
                 self._mine.discard(final.id)
                 self._elsewhere.add(final.id)  # our lease lapsed: another worker makes it now
                 continue
-            self._emit(JobUpdate(final.id, final.state, error=final.error))
+            _log_job(
+                "job done" if final.state is JobState.SUCCEEDED else "job failed",
+                final,
+                batch=len(tasks),
+                queue_wait=seconds_between(final.created_at, final.started_at),
+                render_time=seconds_between(final.started_at, final.finished_at),
+                error=final.error,
+            )
+            self._emit(JobUpdate(final.id, final.state, error=final.error, job=final))
             self._resolve(final)
 
     async def _store_results(self, results: Sequence[JobResult]) -> list[Completion]:
@@ -584,7 +603,14 @@ class GpuScheduler:
     async def _fail(self, job_ids: Sequence[int], reason: str) -> None:
         for job_id in job_ids:
             job = await self._store.fail_job(job_id, reason)
-            self._emit(JobUpdate(job_id, job.state, error=job.error))
+            if job.state is JobState.FAILED:
+                _log_job(
+                    "job failed",
+                    job,
+                    render_time=seconds_between(job.started_at, job.finished_at),
+                    error=job.error,
+                )
+            self._emit(JobUpdate(job_id, job.state, error=job.error, job=job))
             self._resolve(job)
 
     # -- sharing the queue with other processes ------------------------------------------------------------
@@ -616,7 +642,8 @@ class GpuScheduler:
         for job in await self._store.get_jobs(sorted(self._elsewhere)):
             if job.state.is_final:
                 self._elsewhere.discard(job.id)
-                self._emit(JobUpdate(job.id, job.state, error=job.error))
+                # Not logged here: the process that finished it logged it.
+                self._emit(JobUpdate(job.id, job.state, error=job.error, job=job, elsewhere=True))
                 self._resolve(job)
         self._wake.set()
 
@@ -647,3 +674,11 @@ class GpuScheduler:
         future = self._finished.pop(job.id, None)
         if future is not None and not future.done():
             future.set_result(job)
+
+
+def _log_job(message: str, job: Job, **fields: object) -> None:
+    """One INFO line for a job's transition, with the job's fields (bot.domain.events.job_fields) and these
+    (those that are None left out)."""
+    extra = job_fields(job)
+    extra.update((key, value) for key, value in fields.items() if value is not None)
+    log.info(message, extra=extra)
