@@ -23,7 +23,7 @@ async def run_worker(settings: Settings, console: Console) -> int:
             "bot renders by itself.[/red]"
         )
         return 2
-    metrics = Metrics()
+    metrics = Metrics(role="worker")  # the Discord side reports the shared queue's depth, not workers
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -218,6 +218,11 @@ class GpuScheduler:
         return self._backend.native_resolution
 
     @property
+    def renders(self) -> bool:
+        """False for a process that only watches a shared queue (`imagine-bot run --no-worker`)."""
+        return self._shared is None or self._shared.render
+
+    @property
     def is_running(self) -> bool:
         """The model is loaded and the loop takes batches (for liveness probes); a process that only
         watches a shared queue is running while it keeps watching."""

@@ -118,7 +118,7 @@ async def test_every_shape_is_warmed_before_ready_and_before_the_first_job(tmp_p
     ]
     assert all(batch.key.steps == 2 and batch.key.guidance > 1 for batch in backend.batches[:-1])
     # Warm-up renders are not members' images: the metrics count the job's call only.
-    assert "imagine_batch_images_count 1.0" in metrics.render().decode()
+    assert 'imagine_batch_images_count{model="full"} 1.0' in metrics.render().decode()
 
 
 async def test_the_profile_budget_decides_the_warmed_batch_sizes(tmp_path: Path) -> None:
