@@ -339,9 +339,12 @@ class ErrorLogCounter(logging.Handler):
         self._targets.add(metrics)
 
     def emit(self, record: logging.LogRecord) -> None:
-        kind = record.name.rsplit(".", 1)[-1]
-        for metrics in list(self._targets):
-            metrics.error(kind)
+        try:
+            kind = record.name.rsplit(".", 1)[-1]
+            for metrics in list(self._targets):
+                metrics.error(kind)
+        except Exception:
+            self.handleError(record)
 
 
 _ERROR_COUNTER = ErrorLogCounter()
