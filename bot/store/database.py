@@ -47,6 +47,9 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 READ_ONLY = "imagine_read_only"
 # How long a PostgreSQL connection attempt waits for a server that is down or restarting before it fails.
 RECONNECT_PATIENCE_SECONDS = 30.0
+# The PostgreSQL advisory lock that migrations take, so that processes starting together migrate once
+# ("imagine" in ASCII, as a number).
+MIGRATION_LOCK = 0x696D6167696E65
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,12 @@ def _patient_connect(patience: float) -> Callable[..., Awaitable[Any]]:
                     raise
                 # One warning per connection that has to wait; the retries themselves at debug level.
                 level = logging.WARNING if delay == 0.1 else logging.DEBUG
-                log.log(level, "PostgreSQL is not accepting connections (%s); trying again", _reason(error))
+                log.log(
+                    level,
+                    "PostgreSQL is not accepting connections (%s); trying again for up to %g s",
+                    _reason(error),
+                    patience,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -99,8 +107,21 @@ def create_migration_engine(url: str) -> AsyncEngine:
 
     SQLite batch mode rebuilds a table by copy, drop and rename, which must not cascade or trip over the
     rows that point at it; `migrate` checks the foreign keys once the migration is done.
+
+    Like the store's engine, it waits for a database that is not up yet (processes started together with
+    PostgreSQL): a PostgreSQL connection up to RECONNECT_PATIENCE_SECONDS, SQLite's write lock (held by
+    another process's migration) as long.
     """
-    return _create_engine(url, sqlite_foreign_keys=False, poolclass=pool.NullPool)
+    if _parse_url(url).get_backend_name() == "postgresql":
+        return _create_engine(
+            url,
+            sqlite_foreign_keys=False,
+            poolclass=pool.NullPool,
+            connect_args={"async_creator_fn": _patient_connect(RECONNECT_PATIENCE_SECONDS)},
+        )
+    return _create_engine(
+        url, sqlite_foreign_keys=False, sqlite_timeout=RECONNECT_PATIENCE_SECONDS, poolclass=pool.NullPool
+    )
 
 
 async def migrate(url: str, revision: str = "head") -> None:
@@ -176,7 +197,13 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def _create_engine(url: str | URL, *, sqlite_foreign_keys: bool, **kwargs: Any) -> AsyncEngine:
+def _create_engine(
+    url: str | URL,
+    *,
+    sqlite_foreign_keys: bool,
+    sqlite_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+    **kwargs: Any,
+) -> AsyncEngine:
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "postgresql":
         try:
@@ -190,14 +217,13 @@ def _create_engine(url: str | URL, *, sqlite_foreign_keys: bool, **kwargs: Any) 
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreUnavailable(
-                f"Can't create the folder for the database {path}: {error.strerror or error}."
+                f"Can't create the folder for the SQLite database {path} ({error.strerror or error}): "
+                "point DATABASE_URL at a file in a folder this user can write."
             ) from error
     try:
         # aiosqlite runs each connection's statements in a thread of its own, so a wait for another
         # process's write lock (up to busy_timeout) never blocks the event loop.
-        engine = create_async_engine(
-            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
-        )
+        engine = create_async_engine(parsed, connect_args={"timeout": sqlite_timeout}, **kwargs)
     except (ArgumentError, NoSuchModuleError) as error:
         raise StoreUnavailable(f"Can't use the database {describe_url(parsed)}: {error}") from error
     _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
@@ -242,6 +268,11 @@ async def _run_alembic(url: str, action: Callable[[Config], None]) -> None:
     engine = create_migration_engine(url)
 
     def run(connection: Connection) -> None:
+        # Processes that start together migrate one at a time, inside this transaction: on PostgreSQL the
+        # others wait for the advisory lock, on SQLite for the write lock (BEGIN IMMEDIATE: see
+        # _configure_sqlite); then they find the schema at the newest revision, with nothing left to do.
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         action(config)
         if connection.dialect.name == "sqlite":
@@ -253,11 +284,61 @@ async def _run_alembic(url: str, action: Callable[[Config], None]) -> None:
         async with engine.begin() as connection:
             await connection.run_sync(run)
     except (OSError, DBAPIError) as error:
-        raise StoreUnavailable(f"Can't open the database {describe_url(url)}: {_reason(error)}") from error
+        raise StoreUnavailable(_cannot_open(parsed, error)) from error
     except CommandError as error:  # e.g. the database is at a revision this code does not know
-        raise StoreUnavailable(f"Can't migrate the database {describe_url(url)}: {error}") from error
+        hint = (
+            ": a newer imagine-bot migrated it; run that version, or restore a backup"
+            if "Can't locate revision" in str(error)
+            else ""
+        )
+        raise StoreUnavailable(
+            f"Can't migrate the database at DATABASE_URL={describe_url(url)}: {error}{hint}."
+        ) from error
     finally:
         await engine.dispose()
+
+
+def _cannot_open(url: URL, error: BaseException) -> str:
+    """One line for a database that could not be opened: what went wrong, naming DATABASE_URL, and what to
+    do about it."""
+    import asyncpg
+
+    where = f"DATABASE_URL={describe_url(url)}"
+    reason = _reason(error)
+    cause = _cause(error, asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError)
+    if isinstance(cause, asyncpg.InvalidCatalogNameError):
+        return (
+            f"The database in {where} does not exist ({reason}): create it "
+            f"(createdb {url.database}) or correct the database name in DATABASE_URL."
+        )
+    if isinstance(cause, asyncpg.InvalidAuthorizationSpecificationError):  # also a wrong password
+        return (
+            f"PostgreSQL refused the login in {where} ({reason}): correct the user name and password in "
+            "DATABASE_URL, or create that role."
+        )
+    if url.get_backend_name() == "postgresql" and _cause(error, OSError, asyncpg.CannotConnectNowError):
+        return (
+            f"Can't open the database at {where} ({reason}; waited {RECONNECT_PATIENCE_SECONDS:g} s): "
+            "start PostgreSQL, or correct the host and port in DATABASE_URL."
+        )
+    if url.get_backend_name() == "sqlite":
+        return (
+            f"Can't open the database at {where} ({reason}): point DATABASE_URL at a SQLite file this user "
+            "can write."
+        )
+    return f"Can't open the database at {where} ({reason}): check DATABASE_URL and that the database runs."
+
+
+def _cause(error: BaseException, *kinds: type[BaseException]) -> BaseException | None:
+    """The first exception of one of these kinds among `error` and its causes, or None."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, kinds):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def lost_connection(error: BaseException) -> bool:

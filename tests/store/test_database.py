@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from bot.store import Database, JobStore, StoreUnavailable, create_engine, migrate
+from bot.store import database as store_database
 from bot.store.database import SQLITE_BUSY_TIMEOUT_MS, describe_url
 
 from .factories import make_spec
@@ -60,14 +62,19 @@ async def test_bad_urls(url: str, words: str) -> None:
     assert "\n" not in str(raised.value)
 
 
-async def test_unreachable_postgres_is_one_line_without_the_password() -> None:
-    """Nothing listening: StoreUnavailable naming the database, password hidden."""
-    with pytest.raises(StoreUnavailable, match="Can't open the database") as raised:
+async def test_unreachable_postgres_is_one_line_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listening: after waiting (RECONNECT_PATIENCE_SECONDS, shortened here), StoreUnavailable
+    naming DATABASE_URL and what to do, password hidden."""
+    monkeypatch.setattr(store_database, "RECONNECT_PATIENCE_SECONDS", 1.0)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="Can't open the database at DATABASE_URL=") as raised:
         await asyncio.wait_for(migrate("postgresql+asyncpg://bot:secret@127.0.0.1:1/imagine"), 30)
+    assert time.monotonic() - started >= 0.5  # it tried again for a while first
     message = str(raised.value)
     assert "\n" not in message
     assert "secret" not in message
     assert "127.0.0.1:1/imagine" in message
+    assert "waited 1 s): start PostgreSQL, or correct the host and port in DATABASE_URL." in message
 
 
 async def test_unopenable_sqlite_file(tmp_path: Path) -> None:
