@@ -36,10 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _make_tiny_model(Path(args.path))
     if args.command == "bench":
         return _bench(args)
+    from bot.runtime.failures import report, say
+
     try:
         settings = load_settings()
     except SettingsError as error:
-        console.print(f"[red]{error}[/red]")
+        say(console, str(error))
         return 2
     token = settings.discord_token.get_secret_value() if settings.discord_token else ""
     configure_logging(settings.log_level, json=settings.log_json, secrets=[token])
@@ -57,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handlers[args.command](settings, args))
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # one line that says what to fix (exit 2) or what broke (1): runtime.failures
+        return report(console, error)
 
 
 def _parser() -> argparse.ArgumentParser:

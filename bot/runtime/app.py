@@ -13,6 +13,7 @@ from bot.domain.jobs import ModelKind
 from bot.domain.render import WARM_UP_GUIDANCE, GenerationBackend, ImageClassifier, WarmUpShape, warm_up
 from bot.domain.safety import SafetyMode, SafetyPolicy
 from bot.domain.warm_up import warm_up_shapes
+from bot.runtime.failures import check_model_folder, model_failure
 from bot.runtime.settings import Settings, SettingsError
 from bot.scheduler.scheduler import GpuScheduler, SharedQueue
 from bot.services.imagine import ImagineService
@@ -154,6 +155,8 @@ class ImagineApp:
                 "the same queue."
             )
         batching = settings.batching()  # a bad BATCH_PROFILE stops start-up here
+        if render:
+            check_model_folder(settings)  # MODEL=/no/such/folder too, before anything waits or loads
         log_batching(settings, batching)
         backend = backend or make_backend(settings)  # not loaded when render=False: sizes only
         warming = warm_up_step(settings, backend, batching) if render else None
@@ -183,9 +186,11 @@ class ImagineApp:
             await scheduler.start()
             if wait_for_model:
                 await scheduler.wait_ready()
-        except BaseException:
+        except BaseException as error:
             await scheduler.stop()
             await stores.close()
+            if error is scheduler.load_error:
+                raise model_failure(settings, error) from error
             raise
         service = ImagineService(
             stores.jobs,

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, ge=3, le=3600)
     queue_poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
+    # Stopping on SIGTERM or SIGINT (`run`, `worker`): seconds the running batch gets to finish and be stored
+    # and delivered; past them, what is not done goes back to the queue.
+    stop_timeout: float = Field(default=60.0, ge=0, le=3600)
+
     # Batching and retries
     max_batch_images: int = Field(default=8, ge=1, le=64)
     batch_wait_ms: float = Field(default=20.0, ge=0, le=1000)

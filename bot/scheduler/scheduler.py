@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -35,6 +36,7 @@ Listener = Callable[[JobUpdate], None]
 
 MAX_STORING_BATCHES = 2  # rendered batches that may be storing while the next one renders
 STOP_GRACE = 10.0  # seconds stop() waits for rendered results to be stored
+HALT_GRACE = 10.0  # seconds drain() waits for a render told to stop to reach its next step
 STORE_RETRY_SECONDS = 1.0  # pause after the store failed, before the loop tries again
 DISK_FULL = "The bot's disk is full, so this image could not be saved. Please tell the server's admins."
 DISK_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})  # no space left; over the disk quota
@@ -95,6 +97,26 @@ class _StepRelay:
             self._deliver(step, total)
 
 
+async def _within(deadline: float, tasks: set[asyncio.Task[None]], hurry: asyncio.Event | None) -> bool:
+    """Wait until every task is done (True), or until the loop's clock reaches `deadline` or `hurry` is set
+    (False)."""
+    loop = asyncio.get_running_loop()
+    hurried = asyncio.ensure_future(hurry.wait()) if hurry is not None else None
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    try:
+        while pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (hurried is not None and hurried.done()):
+                return False
+            watched = pending | {hurried} if hurried is not None else pending
+            done, _ = await asyncio.wait(watched, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            pending -= done
+        return True
+    finally:
+        if hurried is not None:
+            hurried.cancel()
+
+
 class GpuScheduler:
     def __init__(
         self,
@@ -144,6 +166,8 @@ class GpuScheduler:
         self._announced = asyncio.Event()  # the store announced a new job (PostgreSQL NOTIFY)
         self._disk_full = False  # the last batch could not be saved for want of space (logged once)
         self.load_error: BaseException | None = None
+        self._draining = False  # drain(): the loop takes no new batch
+        self._halting = False  # drain() ran out of time: the render stops at its next step
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -206,6 +230,63 @@ class GpuScheduler:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def drain(self, timeout: float, *, hurry: asyncio.Event | None = None) -> None:  # noqa: ASYNC109
+        """Stop cleanly (SIGTERM): take no new batch; let the batch rendering now finish and its results be
+        stored, for `timeout` seconds at most (or until `hurry` is set); then hand the jobs this process
+        claimed and did not finish back to the queue, and stop as `stop` does.
+
+        What finishes meanwhile is reported to the listeners as usual, so the bot can still deliver it.
+        Queued jobs stay queued in the store, for the next start or another worker. A render that runs out
+        of time stops at its next step.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._draining = True
+        self._wake.set()  # the loop leaves at once if it waits for work or for batch-mates
+        task = self._task
+        if task is not None:
+            if not self._ready.is_set() or not await _within(deadline, {task}, hurry):
+                self._halting = True
+                if not await _within(loop.time() + HALT_GRACE, {task}, None):
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._task = None
+        saving = set(self._saving)
+        if saving and not await _within(deadline, saving, hurry):
+            for late in saving:
+                late.cancel()
+            await asyncio.gather(*saving, return_exceptions=True)
+        await self._hand_back("The bot stopped while making this image; trying again.")
+        await self.stop()
+
+    async def _hand_back(self, reason: str) -> None:
+        """Queue again the jobs this process claimed and did not finish, of those it still holds (on a shared
+        queue, a job whose lease lapsed may be another worker's by now)."""
+        ids = sorted(self._mine)
+        if not ids:
+            return
+        try:
+            if self._shared is not None:
+                ids = await self._store.renew_leases(ids, self._shared.lease)
+            else:
+                ids = [job.id for job in await self._store.get_jobs(ids) if job.state is JobState.RUNNING]
+            requeued = await self._store.requeue_jobs(ids, reason)
+        except Exception:
+            log.warning(
+                "could not hand the unfinished jobs back to the queue; the next start (or, on a shared "
+                "queue, their lapsed lease) takes them back",
+                exc_info=True,
+            )
+            return
+        self._mine.difference_update(requeued)
+        for job_id in requeued:
+            self._orphans.pop(job_id, None)
+        if requeued:
+            log.info(
+                "handed %d unfinished job(s) back to the queue", len(requeued), extra={"job_ids": requeued}
+            )
 
     async def wait_ready(self) -> None:
         """Wait until the model is loaded and warmed up (raises what loading or warming up raised)."""
@@ -331,12 +412,13 @@ class GpuScheduler:
             if self._warm_up is not None:
                 await loop.run_in_executor(self._executor, self._warm_up)
         except Exception as error:
-            log.exception("the model failed to load or to warm up")
+            # Raised to whoever waits (wait_ready), which says it in one line; the traceback at DEBUG.
+            log.debug("the model failed to load or to warm up", exc_info=True)
             self.load_error = error
             self._ready.set()
             return
         self._ready.set()
-        while True:
+        while not self._draining:
             self._wake.clear()
             if self._orphans and not await self._requeue_orphans():
                 await asyncio.sleep(STORE_RETRY_SECONDS)
@@ -347,8 +429,11 @@ class GpuScheduler:
             elif isinstance(decision, Wait):
                 delay = max(0.0, decision.until - self._clock.monotonic())
                 # Hold the batch for batch-mates; a new job wakes us early and the policy decides again.
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation (stop()) that
+                # arrives just as the event is set, and the task would never end.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
             else:
                 try:
                     await self._run_batch(decision)
@@ -416,7 +501,10 @@ class GpuScheduler:
         try:
             images = await self._render_in_budget(RenderBatch(batch.key, tasks), [job.id for job in jobs])
         except GenerationInterrupted:
-            log.info("batch interrupted: every job in it was cancelled")
+            if self._halting:
+                log.info("batch interrupted: the process is stopping; its jobs go back to the queue")
+            else:
+                log.info("batch interrupted: every job in it was cancelled")
             return
         except BackendOutOfMemory:
             await self._fail(
@@ -496,7 +584,7 @@ class GpuScheduler:
 
         def on_step(step: int, total: int) -> bool:
             relay(step, total)
-            return not watched <= self._cancel_requested
+            return not (self._halting or watched <= self._cancel_requested)
 
         try:
             return await loop.run_in_executor(self._executor, self._backend.render, batch, on_step)
@@ -632,8 +720,9 @@ class GpuScheduler:
                     await self._refresh()
                 except Exception:
                     log.exception("could not refresh the shared queue; trying again")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._announced.wait(), shared.poll_seconds)
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _loop
+                    async with asyncio.timeout(shared.poll_seconds):
+                        await self._announced.wait()
 
     async def _refresh(self) -> None:
         queued = {job.id: job for job in await self._store.list_jobs(states=[JobState.QUEUED])}

@@ -16,6 +16,8 @@ concern, all on one `Database`:
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +36,27 @@ from bot.store.safety import SafetyStore
 from bot.store.unit_of_work import Database, make_image_folder
 
 
+async def check_image_folder(image_dir: Path) -> None:
+    """Create the image folder if it is missing and make sure this user can write a file there.
+
+    Raises StoreUnavailable naming IMAGE_DIR."""
+    try:
+        await make_image_folder(image_dir)
+        await asyncio.to_thread(_write_and_remove, image_dir)
+    except (StoreUnavailable, OSError) as error:
+        cause = error.__cause__ if isinstance(error, StoreUnavailable) else error
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause or error)
+        raise StoreUnavailable(
+            f"Can't write images to IMAGE_DIR={image_dir} ({reason}): point IMAGE_DIR at a folder this user "
+            "can write."
+        ) from error
+
+
+def _write_and_remove(folder: Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+        pass
+
+
 @dataclass(frozen=True)
 class Stores:
     """Every store of one database and image folder, opened together."""
@@ -48,15 +71,13 @@ class Stores:
 
     @classmethod
     async def open(cls, database_url: str, image_dir: Path, clock: Clock) -> Stores:
-        """Migrate the database to the newest schema, then open it and the image folder.
+        """Check that the image folder can be written, migrate the database to the newest schema, and open
+        both: the folder first, so that one that cannot be written is said at once, not after waiting for
+        the database.
 
         Raises StoreUnavailable with one line an operator can act on."""
+        await check_image_folder(image_dir)
         database = await Database.open(database_url, clock)
-        try:
-            await make_image_folder(image_dir)
-        except StoreUnavailable:
-            await database.close()
-            raise
         admission = AdmissionStore(database)
         images = ImageFiles(image_dir)
         jobs = JobStore(database, images, admission, Announcements(database))

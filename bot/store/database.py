@@ -201,7 +201,7 @@ def _create_engine(
     url: str | URL,
     *,
     sqlite_foreign_keys: bool,
-    sqlite_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+    sqlite_timeout: float | None = None,
     **kwargs: Any,
 ) -> AsyncEngine:
     parsed = _parse_url(url)
@@ -223,7 +223,8 @@ def _create_engine(
     try:
         # aiosqlite runs each connection's statements in a thread of its own, so a wait for another
         # process's write lock (up to busy_timeout) never blocks the event loop.
-        engine = create_async_engine(parsed, connect_args={"timeout": sqlite_timeout}, **kwargs)
+        timeout = SQLITE_BUSY_TIMEOUT_MS / 1000 if sqlite_timeout is None else sqlite_timeout
+        engine = create_async_engine(parsed, connect_args={"timeout": timeout}, **kwargs)
     except (ArgumentError, NoSuchModuleError) as error:
         raise StoreUnavailable(f"Can't use the database {describe_url(parsed)}: {error}") from error
     _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
