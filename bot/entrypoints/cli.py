@@ -436,21 +436,14 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
     table = Table(
         "", "jobs", "files", "size", title=f"imagine-bot prune{' --dry-run' if args.dry_run else ''}"
     )
-    size = _size_words(report.bytes) + (f" ({report.bytes:,} bytes)" if report.bytes >= 1000 else "")
+    from bot.entrypoints.backup import size_words
+
+    size = size_words(report.bytes) + (f" ({report.bytes:,} bytes)" if report.bytes >= 1000 else "")
     table.add_row("would free" if args.dry_run else "freed", f"{report.jobs:,}", f"{report.files:,}", size)
     Console().print(table)
     if args.dry_run:
         console.print("Dry run: nothing was deleted.")
     return 0
-
-
-def _size_words(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
