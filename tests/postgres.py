@@ -22,6 +22,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot.runtime.settings import Settings
+
 DEFAULT_URLS = (
     "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
     "postgresql+asyncpg://root@127.0.0.1:5432/test",
@@ -136,3 +138,17 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def shared_queue_settings(url: str, tmp_path: Path, name: str) -> Settings:
+    """A process of a deployment that shares one queue (a Discord side or a worker named `name`): short
+    leases and quick polling, so tests see workers take turns in seconds."""
+    return Settings(
+        _env_file=None,
+        database_url=url,
+        image_dir=tmp_path / "images",
+        worker_name=name,
+        lease_seconds=3,
+        queue_poll_seconds=0.05,
+        default_steps=2,
+    )

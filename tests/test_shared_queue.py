@@ -10,29 +10,20 @@ import pytest
 from bot.domain.jobs import JobState
 from bot.domain.members import Requester
 from bot.runtime.app import ImagineApp
-from bot.runtime.settings import Settings, SettingsError
+from bot.runtime.settings import SettingsError
 from tests.fakes import FakeBackend
+from tests.postgres import shared_queue_settings
 
 MEMBER = Requester(user_id=7, guild_id=1, channel_id=2)
 
 
-def _settings(url: str, tmp_path: Path, name: str) -> Settings:
-    return Settings(
-        _env_file=None,
-        database_url=url,
-        image_dir=tmp_path / "images",
-        worker_name=name,
-        lease_seconds=3,
-        queue_poll_seconds=0.05,
-        default_steps=2,
-    )
-
-
 async def test_front_end_queues_and_a_worker_renders(pg_url: str, tmp_path: Path) -> None:
     """The front end (render=False) queues a job; the worker makes it; the front end hears it finished."""
-    front = await ImagineApp.start(_settings(pg_url, tmp_path, "front"), backend=FakeBackend(), render=False)
+    front = await ImagineApp.start(
+        shared_queue_settings(pg_url, tmp_path, "front"), backend=FakeBackend(), render=False
+    )
     worker_backend = FakeBackend()
-    worker = await ImagineApp.start(_settings(pg_url, tmp_path, "gpu-1"), backend=worker_backend)
+    worker = await ImagineApp.start(shared_queue_settings(pg_url, tmp_path, "gpu-1"), backend=worker_backend)
     try:
         jobs = [await front.service.imagine(MEMBER, f"a fox {n}") for n in range(3)]
         info = front.scheduler.queue_info(jobs[-1].id)
@@ -49,6 +40,6 @@ async def test_front_end_queues_and_a_worker_renders(pg_url: str, tmp_path: Path
 
 async def test_front_end_alone_needs_postgresql(tmp_path: Path) -> None:
     """Without a shared database there is nobody to render: refused with a line that names the setting."""
-    settings = _settings(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path, "front")
+    settings = shared_queue_settings(f"sqlite+aiosqlite:///{tmp_path}/jobs.db", tmp_path, "front")
     with pytest.raises(SettingsError, match="DATABASE_URL=postgresql"):
         await ImagineApp.start(settings, backend=FakeBackend(), render=False)

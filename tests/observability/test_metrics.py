@@ -30,10 +30,10 @@ from bot.domain.params import GenerationLimits, build_params
 from bot.domain.render import ImageTask, RenderBatch
 from bot.observability import DiscordLogHandler, Metrics, scheduler_worker_up
 from bot.runtime.app import ImagineApp
-from bot.runtime.settings import Settings
 from bot.scheduler.scheduler import GpuScheduler
 from bot.store import JobStore, Stores
 from tests.fakes import FakeBackend
+from tests.postgres import shared_queue_settings
 
 LIMITS = GenerationLimits(base_resolution=64)
 
@@ -348,25 +348,13 @@ def test_what_another_process_did_is_not_counted_again() -> None:
     assert value(m, "imagine_jobs_total", state="cancelled", kind="unknown", model="unknown") == 1
 
 
-def _shared(url: str, tmp_path: Path, name: str) -> Settings:
-    return Settings(
-        _env_file=None,
-        database_url=url,
-        image_dir=tmp_path / "images",
-        worker_name=name,
-        lease_seconds=3,
-        queue_poll_seconds=0.05,
-        default_steps=2,
-    )
-
-
 async def test_processes_sharing_a_queue_add_up(pg_url: str, tmp_path: Path) -> None:
     """A Discord side (no GPU) and two workers on PostgreSQL: summed over the three, each job is counted
     once (by the worker that made it, or the side that cancelled it), the queue once (by the Discord side),
     and the workers up are the two that render."""
     front_metrics = Metrics(role="bot")
     front = await ImagineApp.start(
-        _shared(pg_url, tmp_path, "front"),
+        shared_queue_settings(pg_url, tmp_path, "front"),
         backend=front_metrics.instrument(FakeBackend()),
         render=False,
         classifier=None,
@@ -382,7 +370,9 @@ async def test_processes_sharing_a_queue_add_up(pg_url: str, tmp_path: Path) -> 
         for name in ("gpu-1", "gpu-2"):
             metrics = Metrics(role="worker")
             app = await ImagineApp.start(
-                _shared(pg_url, tmp_path, name), backend=metrics.instrument(FakeBackend()), classifier=None
+                shared_queue_settings(pg_url, tmp_path, name),
+                backend=metrics.instrument(FakeBackend()),
+                classifier=None,
             )
             metrics.watch(app.scheduler, worker_up=lambda app=app: scheduler_worker_up(app.scheduler))
             await app.scheduler.wait_ready()
