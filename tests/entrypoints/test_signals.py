@@ -23,7 +23,7 @@ from bot.domain.clock import SystemClock
 from bot.domain.jobs import Job, JobKind, JobSpec, JobState
 from bot.domain.params import GenerationLimits, build_params
 from bot.store import Stores
-from fake_discord import FakeDiscord
+from fake_discord import FakeDiscord, InteractionHandle
 from fake_discord.fixtures import fake_discord  # noqa: F401  (the fixture)
 from tests.processes import child_env
 
@@ -133,6 +133,23 @@ def closed_cleanly(fake: FakeDiscord, spawned: Child) -> bool:
     return session is not None and session.conn is None and "disconnected from Discord" in spawned.output()
 
 
+def art_club(fake: FakeDiscord) -> tuple[int, int, int]:
+    """A server with a channel and a member, alice, for the child bot to serve: (guild, channel, alice)."""
+    fake.interaction_timeout = 10.0  # the child answers over the network of a busy machine
+    guild = fake.add_guild("art club")
+    channel = fake.add_channel(guild, "imagine")
+    return guild, channel, fake.add_member(guild, name="alice", permissions=MEMBER_PERMISSIONS)
+
+
+async def imagine_when_ready(fake: FakeDiscord, guild: int, channel: int, alice: int) -> InteractionHandle:
+    """Once the child bot has synced its commands and connected, alice asks for a slow grid."""
+    await fake.wait_for_commands(guild, timeout=START_TIMEOUT)
+    await fake.wait_until_ready(timeout=30)
+    handle = await fake.invoke_slash(guild, channel, alice, "imagine", {"prompt": f"a cat --steps {STEPS}"})
+    await handle.wait_response()
+    return handle
+
+
 async def test_sigterm_on_run_finishes_stores_and_delivers_the_running_batch(
     fake_discord: FakeDiscord,  # noqa: F811
     tiny_model_path: Path,
@@ -141,18 +158,10 @@ async def test_sigterm_on_run_finishes_stores_and_delivers_the_running_batch(
     """SIGTERM while a batch renders: `run` finishes it, stores its images, edits the member's message into
     the grid, then closes the gateway and exits 0 within STOP_TIMEOUT."""
     fake = fake_discord
-    fake.interaction_timeout = 10.0  # the child answers over the network of a busy machine
-    guild = fake.add_guild("art club")
-    channel = fake.add_channel(guild, "imagine")
-    alice = fake.add_member(guild, name="alice", permissions=MEMBER_PERMISSIONS)
+    guild, channel, alice = art_club(fake)
     settings = bot_settings(fake, guild, tmp_path, tiny_model_path)
     async with child(run_args(fake), settings, tmp_path) as bot:
-        await fake.wait_for_commands(guild, timeout=START_TIMEOUT)
-        await fake.wait_until_ready(timeout=30)
-        handle = await fake.invoke_slash(
-            guild, channel, alice, "imagine", {"prompt": f"a cat --steps {STEPS}"}
-        )
-        await handle.wait_response()
+        await imagine_when_ready(fake, guild, channel, alice)
         async with opened(settings["DATABASE_URL"], tmp_path) as stores:
             await until(lambda: running(stores), "a running batch", bot, 60)
             bot.signal(signal.SIGTERM)
@@ -181,18 +190,10 @@ async def test_sigterm_on_run_past_stop_timeout_hands_the_batch_back_and_the_nex
     """With STOP_TIMEOUT=0 the rendering batch goes back to the queue at once (exit 0, job QUEUED, not
     RUNNING); the next start renders and delivers it."""
     fake = fake_discord
-    fake.interaction_timeout = 10.0
-    guild = fake.add_guild("art club")
-    channel = fake.add_channel(guild, "imagine")
-    alice = fake.add_member(guild, name="alice", permissions=MEMBER_PERMISSIONS)
+    guild, channel, alice = art_club(fake)
     settings = bot_settings(fake, guild, tmp_path, tiny_model_path, STOP_TIMEOUT="0")
     async with child(run_args(fake), settings, tmp_path) as bot:
-        await fake.wait_for_commands(guild, timeout=START_TIMEOUT)
-        await fake.wait_until_ready(timeout=30)
-        handle = await fake.invoke_slash(
-            guild, channel, alice, "imagine", {"prompt": f"a cat --steps {STEPS}"}
-        )
-        await handle.wait_response()
+        handle = await imagine_when_ready(fake, guild, channel, alice)
         async with opened(settings["DATABASE_URL"], tmp_path) as stores:
             await until(lambda: running(stores), "a running batch", bot, 60)
             bot.signal(signal.SIGTERM)
